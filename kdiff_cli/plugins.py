@@ -1,0 +1,115 @@
+"""The plugin manager: built-in components from ``kdiff_plugins`` plus entry points (group ``kdiff``).
+
+Components are collected once per process through the ``register`` callback of each hook and
+kept in per-kind registries. A name registered twice within a kind is an error naming both sources.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import pluggy
+
+from kdiff_cli import hookspecs
+from kdiff_cli.errors import KdiffError
+
+#: kind -> hook name
+KINDS = {
+    "generator": "register_kernel_generators",
+    "solver": "register_solvers",
+    "sampler": "register_samplers",
+    "dataset": "register_datasets",
+    "metric": "register_metrics",
+    "method": "register_methods",
+}
+
+BUILTIN = "built-in"
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    obj: Any
+    source: str  # "built-in" or "<distribution> <version>"
+
+    @property
+    def description(self) -> str:
+        return str(getattr(self.obj, "description", "") or "")
+
+
+class PluginRegistry:
+    """All registered components, by kind and name."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self.pm = pm
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        dists = {id(plugin): f"{dist.project_name} {dist.version}" for plugin, dist in pm.list_plugin_distinfo()}
+        for kind, hook_name in KINDS.items():
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                source = dists.get(id(impl.plugin), BUILTIN)
+                impl.function(register=self._register_callback(kind, source, impl.plugin_name))
+
+    def _register_callback(self, kind: str, source: str, plugin_name: str):
+        def register(obj: Any) -> None:
+            name = getattr(obj, "name", None)
+            if not isinstance(name, str) or not name:
+                raise KdiffError(f"plugin {plugin_name!r} registered a {kind} without a name")
+            shown = source if source != BUILTIN else f"{BUILTIN} ({plugin_name.rsplit('.', 1)[-1]})"
+            if name in self._entries[kind]:
+                prev = self._entries[kind][name]
+                raise KdiffError(
+                    f"duplicate {kind} name {name!r}: registered by {prev.source} and by {shown}"
+                )
+            self._entries[kind][name] = Entry(kind, name, obj, shown)
+
+        return register
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        kinds = [kind] if kind else list(KINDS)
+        return [e for k in kinds for e in sorted(self._entries[k].values(), key=lambda e: e.name)]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def get(self, kind: str, name: str) -> Any:
+        try:
+            return self._entries[kind][name].obj
+        except KeyError:
+            known = ", ".join(self.names(kind)) or "none"
+            raise KdiffError(f"unknown {kind} {name!r} (available: {known})") from None
+
+
+def builtin_modules() -> list[str]:
+    import kdiff_plugins
+
+    return sorted(f"kdiff_plugins.{m.name}" for m in pkgutil.iter_modules(kdiff_plugins.__path__))
+
+
+def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("kdiff")
+    pm.add_hookspecs(hookspecs)
+    for modname in builtin_modules():
+        pm.register(importlib.import_module(modname), name=modname)
+    if load_entry_points:
+        pm.load_setuptools_entrypoints("kdiff")
+    return pm
+
+
+@lru_cache(maxsize=1)
+def registry() -> PluginRegistry:
+    """The process-wide registry, built on first use."""
+    return PluginRegistry(make_plugin_manager())
+
+
+def get(kind: str, name: str) -> Any:
+    """Look up a component by kind and name; unknown names raise a one-line :class:`KdiffError`."""
+    return registry().get(kind, name)
+
+
+def names(kind: str) -> list[str]:
+    return registry().names(kind)

@@ -1,0 +1,1 @@
+"""Shipped default weights (safetensors); see weights/README.md for the model cards."""
