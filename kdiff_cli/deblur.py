@@ -1,0 +1,283 @@
+"""Blind deblurring of photographs with Kernel-Diff (Algorithm 1 + Stage II + tiled deconvolution).
+
+Pipeline for one image ``y`` (any size, gray or RGB):
+
+1. choose a window (``--roi`` or the ``window x window`` crop with the strongest edges);
+2. sample ``samples`` kernels from p(k | y_window) with a guided sampler (one batch), refine each
+   with Stage II, keep the one with the lowest reblur residual (the MAP_k criterion);
+3. ``downscale="auto"``: if the kernel's mass reaches the border of its canvas the blur is larger
+   than the kernel size, so the estimate is redone on the image downscaled 2x and the kernel
+   upsampled back (canvas 2S);
+4. the non-blind solver deconvolves the whole image with that kernel, tiled with overlap so memory
+   stays bounded; one kernel is shared by all colour channels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from kdiff_cli import ops, plugins
+from kdiff_cli.errors import KdiffError
+from kdiff_cli.guidance import ReblurGuidance, refine
+
+DEFAULT_WEIGHTS = "kernel-diff-borodenko"
+#: fraction of kernel mass in the outer ring that signals blur larger than the kernel canvas
+BORDER_MASS = 0.02
+
+
+@dataclass
+class BlindSettings:
+    """Options of the Kernel-Diff pipeline (CLI flags of ``kdiff deblur``)."""
+
+    sampler: str = "ddim"  # sampler plugin: ddim, ddpm, unguided
+    steps: int | None = None  # reverse steps (None: the sampler's default)
+    samples: int = 1  # kernels sampled as one batch; the lowest residual wins (MAP_k)
+    refine_steps: int = 20  # J, Stage II gradient steps
+    solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
+    guidance_scale: float = 0.04  # c in delta = c / ||y - k0 * x0||^2
+    route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
+    window: int = 256  # side of the kernel-estimation window
+    roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
+    downscale: str = "auto"  # "auto", "1" or "2": estimate on the image downscaled by this factor
+    sigma: float | None = None  # noise std of y (None: estimated)
+    seed: int = 0
+    tile: int = 512  # tile side of the final deconvolution
+
+    def validate(self) -> None:
+        if self.samples < 1:
+            raise KdiffError(f"--samples must be >= 1, got {self.samples}")
+        if self.refine_steps < 0:
+            raise KdiffError(f"--refine-steps must be >= 0, got {self.refine_steps}")
+        if self.route not in ("k0", "kt"):
+            raise KdiffError(f"--route must be k0 or kt, got {self.route!r}")
+        if self.downscale not in ("auto", "1", "2"):
+            raise KdiffError(f"--downscale must be auto, 1 or 2, got {self.downscale!r}")
+        if self.window < 32:
+            raise KdiffError(f"--window must be >= 32, got {self.window}")
+
+
+@dataclass
+class KernelEstimate:
+    k: torch.Tensor  # (1, 1, S', S') nonnegative, sum 1, at the image's full resolution
+    residuals: list[float]  # final reblur residual of each sample (window, after Stage II)
+    chosen: int  # index of the sample kept
+    roi: tuple[int, int, int, int]  # x, y, w, h of the window (full-resolution pixels)
+    scale: int  # 1 or 2: downscale factor of the estimation
+    trace: list[list[float]] = field(default_factory=list)  # per reverse step, per sample
+
+
+# --------------------------------------------------------------------------- model loading
+
+
+def load_kernel_model(weights: str, device: torch.device):
+    """The conditional U-Net and its noise schedule from a kernel-diff weights file (name or path)."""
+    from kdiff_cli import weights as wio
+    from kdiff_cli.schedule import NoiseSchedule
+    from kdiff_cli.unet import build_unet
+
+    state, meta = wio.read(weights)
+    if meta.get("task") != "kernel-diff" or "unet" not in meta:
+        raise KdiffError(f"weights file {wio.resolve(weights)} is not a kernel-diff model (task={meta.get('task')!r})")
+    model = build_unet(meta["unet"])
+    wio.load_into(model, weights)
+    schedule = NoiseSchedule.from_dict(meta.get("schedule", {}))
+    return model.to(device).eval(), schedule
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KdiffError("--device cuda requested but CUDA is not available")
+    if name not in ("cpu", "cuda", "mps"):
+        raise KdiffError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------- window selection
+
+
+def select_window(y: torch.Tensor, size: int, stride: int = 8) -> tuple[int, int, int, int]:
+    """The ``size x size`` window (x, y, w, h) with the largest total gradient magnitude.
+
+    Smaller images give their whole area (cropped to a multiple of 16 px). Deterministic.
+    """
+    H, W = y.shape[-2:]
+    if H <= size or W <= size:
+        h, w = min(H, size), min(W, size)
+        h, w = h - h % 16, w - w % 16
+        return (W - w) // 2, (H - h) // 2, w, h
+    g = y.mean(1, keepdim=True)
+    mag = (g[..., 1:, :-1] - g[..., :-1, :-1]).abs() + (g[..., :-1, 1:] - g[..., :-1, :-1]).abs()
+    # saturated pixels violate the blur model; do not let them attract the window
+    mag = mag * (g[..., :-1, :-1] < 0.98)
+    sums = F.avg_pool2d(mag, kernel_size=size - 1, stride=stride)
+    idx = int(torch.argmax(sums.flatten()))
+    r, c = divmod(idx, sums.shape[-1])
+    return c * stride, r * stride, size, size
+
+
+def _check_roi(roi, H: int, W: int) -> tuple[int, int, int, int]:
+    x, y0, w, h = roi
+    if w < 32 or h < 32 or x < 0 or y0 < 0 or x + w > W or y0 + h > H:
+        raise KdiffError(f"--roi {x},{y0},{w},{h} is not a window of at least 32x32 inside the {W}x{H} image")
+    return x, y0, w - w % 16, h - h % 16
+
+
+def downscale(y: torch.Tensor, factor: int) -> torch.Tensor:
+    return y if factor == 1 else F.avg_pool2d(y, factor)
+
+
+def upscale_kernel(k: torch.Tensor, factor: int) -> torch.Tensor:
+    """Kernel estimated at 1/factor resolution -> full resolution on a factor x larger canvas."""
+    if factor == 1:
+        return k
+    S = k.shape[-1]
+    up = F.interpolate(k, size=(S * factor, S * factor), mode="bilinear", align_corners=False)
+    return ops.center_kernel(ops.normalize_kernel(up))
+
+
+def border_mass(k: torch.Tensor, width: int = 2) -> float:
+    inner = k[..., width:-width, width:-width].sum()
+    return float(1 - inner / k.sum().clamp(min=1e-12))
+
+
+# --------------------------------------------------------------------------- estimation
+
+
+def estimate_kernel(
+    y: torch.Tensor,
+    model: torch.nn.Module,
+    schedule,
+    solver: torch.nn.Module,
+    settings: BlindSettings,
+    callback: Callable[[str, int, int, dict], None] | None = None,
+) -> KernelEstimate:
+    """Estimate one kernel for the image ``y`` (1, C, H, W) in [0, 1]."""
+    settings.validate()
+    factors = {"auto": [1, 2], "1": [1], "2": [2]}[settings.downscale]
+    est = None
+    for factor in factors:
+        est = _estimate_at(y, model, schedule, solver, settings, factor, callback)
+        if settings.downscale != "auto" or border_mass(est.k) < BORDER_MASS:
+            break
+        if min(y.shape[-2:]) // 2 < model.kernel_size:
+            break
+    est.k = upscale_kernel(est.k, est.scale)
+    return est
+
+
+def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> KernelEstimate:
+    sampler = plugins.get("sampler", settings.sampler)
+    ys = downscale(y, factor)
+    H, W = ys.shape[-2:]
+    S = model.kernel_size
+    if min(H, W) < S:
+        raise KdiffError(f"image {W * factor}x{H * factor} is smaller than the {S}x{S} kernel")
+    if settings.roi is not None:
+        x0, y0, w, h = _check_roi(settings.roi, *y.shape[-2:])
+        x0, y0, w, h = x0 // factor, y0 // factor, w // factor, h // factor
+        w, h = w - w % 16, h - h % 16
+    else:
+        x0, y0, w, h = select_window(ys, settings.window)
+    win = ys[..., y0 : y0 + h, x0 : x0 + w]
+    y_batch = win.expand(settings.samples, -1, -1, -1).contiguous()
+    generator = torch.Generator().manual_seed(int(settings.seed))
+    guidance = None
+    if settings.sampler != "unguided":
+        guidance = ReblurGuidance(solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route)
+    steps = settings.steps or sampler.default_steps
+    stage = f"x{factor} sampling" if factor > 1 else "sampling"
+
+    def on_step(i, n, info):
+        if callback:
+            callback(stage, i + 1, n, info)
+
+    result = sampler.sample(model, schedule, y_batch, steps=steps, guidance=guidance, generator=generator, callback=on_step)
+    k = result.k
+    g_refine = guidance or ReblurGuidance(solver, y_batch, settings.sigma)
+    ref = refine(
+        g_refine,
+        k,
+        steps=settings.refine_steps,
+        callback=lambda j, r: callback and callback("refining", j + 1, settings.refine_steps, {"residual": float(r.min())}),
+    )
+    residuals = ref.residual.tolist()
+    best = int(torch.argmin(ref.residual))
+    k_best = ops.center_kernel(ref.k[best : best + 1])
+    return KernelEstimate(k_best, residuals, best, (x0 * factor, y0 * factor, w * factor, h * factor), factor, result.trace)
+
+
+# --------------------------------------------------------------------------- full pipeline
+
+
+@dataclass
+class BlindResult:
+    x: torch.Tensor  # (1, C, H, W) deblurred image
+    estimate: KernelEstimate
+    seconds: float
+
+
+def deblur_image(
+    y: torch.Tensor,
+    model: torch.nn.Module,
+    schedule,
+    solver: torch.nn.Module,
+    settings: BlindSettings,
+    callback: Callable[[str, int, int, dict], None] | None = None,
+) -> BlindResult:
+    """Kernel-Diff on one image: estimate the kernel on a window, deconvolve the whole image."""
+    from kdiff_cli.deconv import solve_tiled
+
+    start = time.perf_counter()
+    est = estimate_kernel(y, model, schedule, solver, settings, callback)
+    k = est.k
+    with torch.no_grad():
+        x = solve_tiled(solver, y, k, settings.sigma, tile=max(settings.tile, 2 * k.shape[-1] + 1))
+    return BlindResult(x.clamp(0, 1), est, time.perf_counter() - start)
+
+
+def settings_dict(settings: BlindSettings) -> dict:
+    d = asdict(settings)
+    d["roi"] = list(settings.roi) if settings.roi else None
+    return d
+
+
+def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        parts = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4:
+        raise KdiffError(f"--roi must be x,y,w,h (four integers), got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def kernel_preview(k: torch.Tensor) -> "np.ndarray":  # noqa: F821
+    """A gray (S, S, 1) picture of the kernel scaled to its peak, for ``<stem>_kernel.png``."""
+    kk = k.detach().double().cpu()[0, 0]
+    return (kk / kk.max().clamp(min=1e-12)).numpy()[..., None].astype("float32")
+
+
+__all__ = [
+    "BlindSettings",
+    "KernelEstimate",
+    "BlindResult",
+    "estimate_kernel",
+    "deblur_image",
+    "load_kernel_model",
+    "select_window",
+    "pick_device",
+    "parse_roi",
+]

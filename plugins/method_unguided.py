@@ -1,0 +1,15 @@
+"""`unguided`: Kernel-Diff without reblur guidance (the paper's Table 4 ablation)."""
+
+from kdiff_cli.hookspecs import hookimpl
+from kdiff_plugins.method_kernel_diff import KernelDiff
+
+
+class Unguided(KernelDiff):
+    name = "unguided"
+    description = "Kernel-Diff without reblur guidance (the paper's Table 4 ablation)"
+    sampler = "unguided"
+
+
+@hookimpl
+def register_methods(register):
+    register(Unguided)
