@@ -82,13 +82,190 @@ def plugins_cmd(
 
 # --------------------------------------------------------------------------- kernels (synth-kernels)
 
+
+@app.command("synth-kernels")
+@user_errors
+def synth_kernels_cmd(
+    generator: Annotated[str, typer.Option(help="Kernel generator (see `kdiff plugins --kind generator`).")],
+    out: Annotated[Path, typer.Option(help="Output .npz: `kernels` (N, S, S) and JSON `meta`.")],
+    count: Annotated[int, typer.Option(help="Number of kernels N.")] = 60000,
+    size: Annotated[int, typer.Option(help="Kernel side S in pixels (>= 3).")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives a byte-identical file.")] = 0,
+    preview: Annotated[Optional[Path], typer.Option(help="Also write a PNG grid of the first 64 kernels.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: the CPUs); the kernels do not depend on it.")] = None,
+    dtype: Annotated[str, typer.Option(help="Stored dtype: float32 or float16.")] = "float32",
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="Generator parameter key=value (repeatable).")] = None,
+):
+    """Synthesise a kernel database (the paper's: 60,000 kernels of 64 x 64 from `borodenko`)."""
+    import gc
+    import time
+
+    from kdiff_cli import progress, synth
+
+    gc.disable()  # loading the plugins (torch) makes millions of objects; collecting them costs ~0.2 s
+    try:
+        request = synth.make_request(generator, count, size, seed, out, preview, workers, dtype, param or [])
+    finally:
+        gc.enable()
+    start = time.perf_counter()
+    with progress.task_bar(f"synth-kernels {request.name}", total=request.count, unit="kernels") as update:
+        synth.run(request, callback=update)
+    elapsed = time.perf_counter() - start
+    typer.echo(
+        f"wrote {request.count} kernels {request.size}x{request.size} ({request.name}, seed {request.seed}) "
+        f"to {request.out} in {elapsed:.2f} s ({request.count / max(elapsed, 1e-9):,.0f} kernels/s)"
+    )
+
+
 # --------------------------------------------------------------------------- training (train)
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    task: Annotated[str, typer.Argument(help="What to train: kernel-diff, dwdn or unrolled.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (see configs/).")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", "-s", help="Override a config key, e.g. --set train.lr=1e-4 (repeatable).")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/TASK-DATE-TIME).")] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option("--resume", help="Continue a run: its folder or a checkpoint file.")
+    ] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps (default: train.device).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Total steps (sets train.steps).")] = None,
+    export: Annotated[
+        Optional[Path], typer.Option(help="Also write the final EMA weights here (e.g. weights/dwdn.safetensors).")
+    ] = None,
+):
+    """Train a model; checkpoints, log.csv, loss.png and ema.safetensors go to the run folder.
+
+    Multi-process: torchrun --nproc_per_node N --no-python kdiff train TASK ...
+    """
+    from kdiff_cli import progress, train
+
+    result = train.run(
+        task, config_file=config, overrides=set_ or [], out=out, resume=resume, device=device, steps=steps,
+        export=export, bar=progress.task_bar, echo=lambda m: typer.echo(m, err=True),
+    )
+    if result.weights is not None:
+        val = " ".join(f"{k}={v:.4g}" for k, v in result.val.items())
+        typer.echo(f"trained {result.step}/{result.steps} steps in {result.wall_time_s:.0f} s"
+                   + (f"; validation {val}" if val else "") + f"; weights: {result.exported or result.weights}")
 
 # --------------------------------------------------------------------------- deblurring (deblur)
 
+
+@app.command("deblur")
+@user_errors
+def deblur_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="Blurred images (PNG, JPEG, TIFF, BMP; 8 or 16 bit, gray or RGB).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; writes OUT/<stem>_deblurred.<ext> at the input's bit depth.")],
+    kernel: Annotated[
+        Optional[Path], typer.Option("--kernel", "-k", help="Known blur kernel: .npy 2-D array or gray image, normalised to sum 1.")
+    ] = None,
+    solver: Annotated[str, typer.Option(help="Non-blind solver: wiener, dwdn, unrolled (see `kdiff plugins --kind solver`).")] = "wiener",
+    sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    tile: Annotated[int, typer.Option(help="Tile side for large images (tiles overlap by the kernel size).")] = 512,
+):
+    """Deblur images. With --kernel: non-blind deconvolution by the chosen solver."""
+    if kernel is None:
+        raise KdiffError("blind deblurring needs the kernel-diff model (not yet available); pass --kernel K.npy for non-blind deblurring")
+    from kdiff_cli import nonblind, progress
+
+    with progress.task_bar(f"deblur ({solver})", total=len(inputs), unit="images") as update:
+
+        def done(path: Path, written: Optional[Path], error: Optional[str]) -> None:
+            if error is not None:
+                typer.echo(f"error: {error}", err=True)
+            update(1)
+
+        report = nonblind.deblur_nonblind(
+            inputs, kernel, solver, out, sigma=sigma, weights=weights, device=device, tile=tile, callback=done
+        )
+    for path in report.written:
+        typer.echo(str(path))
+    if report.failed:
+        typer.echo(f"{len(report.failed)} of {len(inputs)} inputs failed", err=True)
+        raise typer.Exit(1)
+
 # --------------------------------------------------------------------------- evaluation (eval)
 
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    dataset: Annotated[str, typer.Argument(help="Dataset: bsd100, levin, folder (see `kdiff plugins --kind dataset`).")],
+    data_dir: Annotated[
+        Optional[Path], typer.Option("--data-dir", "-d", help="Dataset folder (bsd100: <id>.jpg files, the BSDS300/500 layout or the .tgz).")
+    ] = None,
+    download: Annotated[bool, typer.Option("--download", help="bsd100: fetch BSDS300-images.tgz into the user cache.")] = False,
+    method: Annotated[
+        Optional[str], typer.Option("--method", "-m", help="Comma-separated methods, each NAME[:key=value...] (default: blurred,oracle,kernel-diff).")
+    ] = None,
+    method_opt: Annotated[
+        Optional[list[str]], typer.Option("--method-opt", help="KEY=VALUE (or METHOD.KEY=VALUE) for the methods, e.g. steps=25 (repeatable).")
+    ] = None,
+    metric: Annotated[
+        Optional[str], typer.Option("--metric", help="Comma-separated metrics (default: the dataset's, e.g. psnr,ssim,lpips,fid,mnc).")
+    ] = None,
+    metric_weights: Annotated[
+        Optional[Path], typer.Option("--metric-weights", help="Folder with LPIPS/FID backbone weights (default: the torch hub cache).")
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Only the first N images.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder; re-running skips finished images (default: eval-DATASET).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="bsd100: protocol seed (default 2023).")] = None,
+    generator: Annotated[Optional[str], typer.Option(help="bsd100: kernel generator (default borodenko).")] = None,
+    sigma: Annotated[Optional[float], typer.Option(help="bsd100: Gaussian noise std (default 0.01).")] = None,
+    crop: Annotated[Optional[int], typer.Option(help="bsd100: crop side (default 256).")] = None,
+    kernel_size: Annotated[Optional[int], typer.Option("--kernel-size", help="bsd100: kernel side (default 64).")] = None,
+    export: Annotated[
+        Optional[Path], typer.Option("--export", help="Write the blurred set, kernels and ground truth here (alone unless --method is given).")
+    ] = None,
+    grid: Annotated[int, typer.Option(help="Rows of grid.png (the paper's Figure 4); 0 for none.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+):
+    """Evaluate blind deblurring methods on a benchmark: table, metrics.json/.csv, grid.png."""
+    from kdiff_cli import datasets, evaluate, progress
+
+    options = {"data_dir": data_dir, "download": download, "seed": seed, "generator": generator, "sigma": sigma,
+               "crop": crop, "kernel_size": kernel_size}
+    if export is not None:
+        p = evaluate.plan(dataset, options, limit)
+        datasets.export(p.refs, export, p.protocol)
+        typer.echo(f"exported {len(p.refs)} items of {dataset} to {export}", err=True)
+        if method is None:
+            return
+    report = evaluate.run(
+        dataset, options, methods=method, method_opts=method_opt or [], metrics=metric, metric_weights=metric_weights,
+        limit=limit, out=out or Path(f"eval-{dataset}"), device=device, grid=grid, bar=progress.task_bar,
+    )
+    progress.print_table(f"kdiff eval {dataset} ({len(report.ids)} images)", report.table_header(), report.table_rows())
+    for note in report.notes():
+        typer.echo(note, err=True)
+    typer.echo(f"{report.computed} runs, {report.cached} from cache; results in {report.out}", err=True)
+
+
 # --------------------------------------------------------------------------- analysis (toy, figures)
+
+
+@app.command("toy")
+@user_errors
+def toy_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNG figures and toy.json (created if missing).")],
+    seed: Annotated[int, typer.Option(help="Seed of the noise, the surface directions and the random starts.")] = 0,
+    starts: Annotated[int, typer.Option("--starts", help="M random starts for alternating minimization and MAP_k.")] = 200,
+    noise: Annotated[float, typer.Option(help="Standard deviation beta of the additive Gaussian noise.")] = 0.01,
+):
+    """The paper's 1-D toy (sec. 3.1): alternating MAP_{x,k} falls into false minima, MAP_k does not."""
+    from kdiff_cli import progress, toy
+
+    result = toy.run_toy(toy.ToyConfig(seed=seed, starts=starts, noise=noise))
+    written = toy.write_outputs(result, out)
+    progress.print_table(f"kdiff toy: {starts} random starts, noise {noise}, seed {seed}", *toy.summary_table(result.summary))
+    typer.echo(f"wrote {len(written)} files to {out}")
 
 
 def main() -> None:

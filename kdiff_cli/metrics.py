@@ -1,0 +1,215 @@
+"""Image and kernel quality measures for ``kdiff eval`` (the paper's Tables 1 and 2).
+
+Plain functions on NumPy arrays; the metric plugins (``plugins/metric_*.py``) wrap them.
+
+* images: ``(H, W, C)`` (or ``(H, W)``) float arrays in [0, 1]; the estimate is clipped to [0, 1];
+* kernels: ``(h, w)`` nonnegative arrays (any scale; sizes may differ).
+
+Metric component protocol (kind ``metric``)::
+
+    name: str; description: str
+    target: "image" | "kernel" | "item"    # what compute() compares
+    higher_is_better: bool
+    compute(estimate, reference) -> float  # image/kernel metrics, one image
+    # optional:
+    set_level: bool                        # True: compute_set(estimates, references) over all images (FID)
+    available(weights_dir) -> str | None   # None when usable, else why not and how to fix it
+    summary(values) -> dict[str, float]    # extra columns from the per-image values
+
+``item`` metrics get ``compute(result, item)`` with the method's :class:`Result` and the dataset's
+:class:`~kdiff_cli.datasets.Item` (e.g. Levin's error ratio, which re-deconvolves ``y``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdiff_cli import ops
+from kdiff_cli.errors import KdiffError
+
+#: torch hub file names of the backbones that LPIPS (AlexNet) and FID (Inception v3) need
+LPIPS_ALEX_FILE = "alexnet-owt-7be5be79.pth"
+FID_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+
+@dataclass
+class Result:
+    """One method's output on one item: the image ``x`` (H, W, C) and kernel ``k`` (h, w) or None."""
+
+    x: np.ndarray
+    k: np.ndarray | None
+    info: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- image metrics
+
+
+def _pair(estimate: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.clip(np.asarray(estimate, dtype=np.float64), 0.0, 1.0)
+    b = np.asarray(reference, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[..., None]
+    if b.ndim == 2:
+        b = b[..., None]
+    if a.shape[:2] != b.shape[:2]:
+        raise KdiffError(f"estimate {a.shape} and reference {b.shape} differ in size")
+    if a.shape[2] != b.shape[2]:
+        if a.shape[2] == 1:
+            a = np.repeat(a, b.shape[2], axis=2)
+        elif b.shape[2] == 1:
+            b = np.repeat(b, a.shape[2], axis=2)
+        else:
+            raise KdiffError(f"estimate has {a.shape[2]} channels, reference {b.shape[2]}")
+    return a, b
+
+
+def mse(estimate: np.ndarray, reference: np.ndarray) -> float:
+    """Mean squared error over all pixels and channels."""
+    a, b = _pair(estimate, reference)
+    return float(np.mean((a - b) ** 2))
+
+
+def psnr(estimate: np.ndarray, reference: np.ndarray, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB: ``10 log10(data_range^2 / MSE)`` (inf when equal)."""
+    m = mse(estimate, reference)
+    if m == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(data_range**2 / m))
+
+
+def ssim(estimate: np.ndarray, reference: np.ndarray) -> float:
+    """Structural similarity: scikit-image's ``structural_similarity`` (7x7 window, mean over channels)."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _pair(estimate, reference)
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=2))
+
+
+# --------------------------------------------------------------------------- kernel metrics
+
+
+def as_kernel(k) -> np.ndarray:
+    """A kernel (torch or NumPy, (h, w) or (1, 1, h, w)) as an (h, w) float64 array."""
+    if isinstance(k, torch.Tensor):
+        k = k.detach().to("cpu", torch.float64).numpy()
+    a = np.asarray(k, dtype=np.float64)
+    a = a.reshape(a.shape[-2:]) if a.ndim > 2 and int(np.prod(a.shape[:-2])) == 1 else a
+    if a.ndim != 2:
+        raise KdiffError(f"a kernel must be (h, w) or (1, 1, h, w), got shape {a.shape}")
+    return a
+
+
+def mnc(k_est: np.ndarray, k_true: np.ndarray) -> float:
+    """Maximum of normalised cross-correlation (the paper's Table 2): 1 for a shifted copy."""
+    return float(ops.mnc(torch.from_numpy(as_kernel(k_est)), torch.from_numpy(as_kernel(k_true))))
+
+
+# --------------------------------------------------------------------------- Levin et al. error ratio
+
+
+def best_aligned_ssd(estimate: np.ndarray, reference: np.ndarray, max_shift: int) -> float:
+    """Sum of squared differences after the best integer shift within ``max_shift`` pixels.
+
+    Every shift is scored on the same interior window (a ``max_shift`` border is left out), so a
+    deblurred image that is only translated (a shifted kernel estimate) is not penalised.
+    """
+    a, b = _pair(estimate, reference)
+    s = int(max_shift)
+    H, W = b.shape[:2]
+    if H <= 2 * s or W <= 2 * s:
+        raise KdiffError(f"image {H}x{W} too small for alignment within {s} pixels")
+    ref = b[s : H - s, s : W - s]
+    best = np.inf
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            win = a[s + dy : H - s + dy, s + dx : W - s + dx]
+            best = min(best, float(np.sum((win - ref) ** 2)))
+    return best
+
+
+def error_ratio(x_with_estimate: np.ndarray, x_with_truth: np.ndarray, x: np.ndarray, max_shift: int = 5) -> float:
+    """Levin et al. (2009): SSD of the image deconvolved with the estimated kernel over the SSD of
+    the image deconvolved (by the same solver) with the true kernel, each after best alignment."""
+    num = best_aligned_ssd(x_with_estimate, x, max_shift)
+    den = best_aligned_ssd(x_with_truth, x, max_shift)
+    if den == 0.0:
+        return 1.0 if num == 0.0 else float("inf")
+    return num / den
+
+
+# --------------------------------------------------------------------------- backbone weights
+
+
+def hub_checkpoints_dir() -> Path:
+    """Where ``torch.hub`` keeps downloaded weights (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def find_weights(filename: str, weights_dir: str | os.PathLike | None = None) -> Path | None:
+    """``filename`` in ``weights_dir`` (or its ``checkpoints/``), else in the torch hub cache."""
+    places = []
+    if weights_dir is not None:
+        d = Path(weights_dir).expanduser()
+        places += [d / filename, d / "checkpoints" / filename]
+    places.append(hub_checkpoints_dir() / filename)
+    for p in places:
+        if p.is_file():
+            return p
+    return None
+
+
+def unavailable_reason(package: str, module: str, filename: str, what: str, weights_dir=None) -> str | None:
+    """None when ``module`` imports and ``filename`` is found, else what to install (never downloads)."""
+    import importlib.util
+
+    place = f"put {filename} in {hub_checkpoints_dir()} or pass --metric-weights DIR"
+    if importlib.util.find_spec(module) is None:
+        return f"needs pip install {package} and the {what} weights ({place})"
+    if find_weights(filename, weights_dir) is None:
+        return f"needs the {what} weights: {place}"
+    return None
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Frechet distance between two Gaussians (the FID formula), with the usual offset for
+    singular covariances."""
+    from scipy import linalg
+
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    covmean = np.real(covmean)
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+@contextlib.contextmanager
+def hub_dir_holding(weights: Path):
+    """Point ``torch.hub`` at a folder whose ``checkpoints/`` holds ``weights`` while inside.
+
+    torchvision / pytorch-fid look their backbones up in the hub cache and download only when the
+    file is absent; a file elsewhere (``--metric-weights``) is linked into a temporary hub folder.
+    """
+    if weights.parent.name == "checkpoints":
+        target, tmp = weights.parent.parent, None
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="kdiff-hub-")
+        target = Path(tmp.name)
+        (target / "checkpoints").mkdir()
+        (target / "checkpoints" / weights.name).symlink_to(weights.resolve())
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(target))
+    try:
+        yield
+    finally:
+        torch.hub.set_dir(previous)
+        if tmp is not None:
+            tmp.cleanup()

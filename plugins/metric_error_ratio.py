@@ -1,0 +1,44 @@
+"""Levin et al. (2009) error ratio of a kernel estimate, and the success rate at ratio <= 3.
+
+Both images are deconvolved from ``y`` by the same non-blind solver (``wiener``), one with the
+estimated kernel and one with the true kernel; the ratio of their SSDs to the ground truth, each
+after the best alignment within ``max_shift`` pixels, is 1 for a perfect kernel estimate.
+"""
+
+import numpy as np
+
+from kdiff_cli import plugins
+from kdiff_cli.hookspecs import hookimpl
+
+
+class ErrorRatio:
+    name = "error-ratio"
+    description = "Levin et al. error ratio SSD(k_est)/SSD(k_true) and success rate at <= 3 (lower is better)"
+    target = "item"
+    higher_is_better = False
+    solver = "wiener"
+    max_shift = 5
+    success_threshold = 3.0
+
+    def available(self, weights_dir=None) -> str | None:
+        return None if self.solver in plugins.names("solver") else f"needs the {self.solver!r} solver plugin"
+
+    def compute(self, result, item) -> float | None:
+        from kdiff_cli import evaluate, metrics
+
+        if result.k is None or item.k is None:
+            return None
+        x_est = evaluate.deconvolve(item.y, result.k, item.sigma, self.solver)
+        x_true = evaluate.deconvolve(item.y, item.k, item.sigma, self.solver)
+        return metrics.error_ratio(x_est, x_true, item.x, self.max_shift)
+
+    def summary(self, values) -> dict:
+        v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+        if v.size == 0:
+            return {self.name: None, "success@3": None}
+        return {self.name: float(v.mean()), "success@3": float(np.mean(v <= self.success_threshold))}
+
+
+@hookimpl
+def register_metrics(register):
+    register(ErrorRatio())

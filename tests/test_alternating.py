@@ -1,0 +1,212 @@
+"""The classical blind baseline ``alternating`` (MAP_{x,k} by alternating minimization)."""
+
+import numpy as np
+import pytest
+import torch
+
+from kdiff_cli import alternating as A
+from kdiff_cli import deconv, ops, plugins
+from kdiff_cli.errors import KdiffError
+
+SIZE = 15  # kernel side of the synthetic problem
+
+
+def scene(rng: np.random.Generator, size: int = 96, shapes: int = 30) -> torch.Tensor:
+    """A piecewise-constant test image (rectangles and disks), (1, 1, size, size) float64."""
+    x = np.full((size, size), 0.5)
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(shapes):
+        v = rng.uniform(0, 1)
+        if rng.random() < 0.5:
+            r0, c0 = rng.integers(0, size, 2)
+            h, w = rng.integers(6, 30, 2)
+            x[r0 : r0 + h, c0 : c0 + w] = v
+        else:
+            r0, c0 = rng.uniform(0, size, 2)
+            x[(yy - r0) ** 2 + (xx - c0) ** 2 < rng.uniform(4, 14) ** 2] = v
+    return torch.from_numpy(x)[None, None]
+
+
+def motion_kernel() -> torch.Tensor:
+    """A 15x15 linear motion kernel: length 11 px at 30 degrees."""
+    gen = plugins.get("generator", "linear")
+    k = gen.sample(np.random.default_rng(0), 1, SIZE, length_min=11, length_max=11, angle=30.0)[0]
+    return torch.from_numpy(k)[None, None]
+
+
+def gaussian(size: int, s: float) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-0.5 * r**2 / s**2)
+    return (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """(x, k_true, y): the synthetic scene blurred by the motion kernel plus noise 0.005."""
+    x = scene(np.random.default_rng(1))
+    k_true = motion_kernel()
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
+    y = ops.conv2d(x, k_true) + 0.005 * noise
+    return x, k_true, y.float()
+
+
+@pytest.fixture(scope="module")
+def estimate(problem):
+    _, _, y = problem
+    return A.estimate_kernel(y, A.AlternatingSettings(kernel_size=SIZE, iterations=5))
+
+
+# --------------------------------------------------------------------------- the estimate
+
+
+def test_kernel_beats_delta_and_gaussian_guesses(problem, estimate):
+    _, k_true, _ = problem
+    delta = torch.zeros(1, 1, SIZE, SIZE, dtype=torch.float64)
+    delta[..., SIZE // 2, SIZE // 2] = 1
+    best_guess = max(
+        [float(ops.mnc(delta, k_true))] + [float(ops.mnc(gaussian(SIZE, s), k_true)) for s in (0.5, 1, 1.5, 2, 3, 4)]
+    )
+    got = float(ops.mnc(estimate.k.double(), k_true))
+    assert got > 0.75
+    assert got > best_guess + 0.2
+
+
+def test_kernel_is_a_kernel(estimate):
+    k = estimate.k
+    assert k.shape == (1, 1, SIZE, SIZE)
+    assert float(k.min()) >= 0
+    assert float(k.sum()) == pytest.approx(1.0, abs=1e-5)
+    r, c = ops.center_of_mass(k[0, 0])
+    assert abs(float(r) - SIZE // 2) <= 0.5 and abs(float(c) - SIZE // 2) <= 0.5
+
+
+def test_residual_trace_recorded(estimate):
+    levels = len(estimate.kernel_sizes)
+    assert estimate.kernel_sizes == [5, 7, 11, 15]
+    assert len(estimate.residual) == levels * 5
+    assert estimate.residual_level == [lv for lv in range(levels) for _ in range(5)]
+    r = np.array(estimate.residual)
+    assert np.all(np.isfinite(r)) and np.all(r > 0)
+    # the finest level ends with the L0 latent image reblurring to within a few noise std (0.005)
+    assert r[-1] < 0.03
+
+
+def test_deterministic(problem, estimate):
+    _, _, y = problem
+    again = A.estimate_kernel(y, A.AlternatingSettings(kernel_size=SIZE, iterations=5))
+    assert torch.equal(again.k, estimate.k)
+    assert again.residual == estimate.residual
+
+
+def test_random_init_uses_seed():
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    a = A.initial_kernel(7, "random", g1)
+    b = A.initial_kernel(7, "random", torch.Generator().manual_seed(1))
+    c = A.initial_kernel(7, "random", g2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    for init in A.INITS:
+        k = A.initial_kernel(7, init, torch.Generator().manual_seed(0))
+        assert float(k.sum()) == pytest.approx(1.0) and float(k.min()) >= 0
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def test_k_step_recovers_kernel_from_true_image(problem):
+    x, k_true, _ = problem
+    y = ops.conv2d(x, k_true)
+    pads = deconv.canvas_pads(*x.shape[-2:], SIZE, SIZE)
+    settings = A.AlternatingSettings(kernel_size=SIZE, gamma=1e-5)
+    k = A.k_step(deconv.pad_taper(x, pads), deconv.pad_taper(y, pads), SIZE, settings)
+    assert float(ops.mnc(k, k_true)) > 0.95
+
+
+def test_x_step_fits_data_with_true_kernel(problem):
+    x, k_true, y = problem
+    y = y.double()
+    pads = deconv.canvas_pads(*y.shape[-2:], SIZE, SIZE)
+    y_can = deconv.pad_taper(y, pads)
+    Kf = deconv.psf2otf(k_true, tuple(y_can.shape[-2:]))
+    x_hat = deconv.crop(A.x_step(y_can, Kf, 1e-4, A.AlternatingSettings()), pads)
+    assert A.residual_rms(y, x_hat, k_true) < 0.02
+    # and it is much closer to the sharp scene than the blurred input is
+    assert float((x_hat - x).abs().median()) < 0.5 * float((y - x).abs().median())
+
+
+def test_gradient_adjoint():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 1, 9, 11, generator=g, dtype=torch.float64)
+    h, v = torch.randn(2, 1, 1, 9, 11, generator=g, dtype=torch.float64)
+    dh, dv = A._grad(x)
+    lhs = float((dh * h).sum() + (dv * v).sum())
+    assert lhs == pytest.approx(float((x * A._grad_adjoint(h, v)).sum()), rel=1e-12)
+
+
+def test_pyramid_sizes():
+    assert A.pyramid_kernel_sizes(64, 2**-0.5) == [5, 7, 9, 11, 17, 23, 33, 45, 64]
+    assert A.pyramid_kernel_sizes(3, 2**-0.5) == [3]
+    assert A.pyramid_kernel_sizes(31, 0.5) == [5, 9, 17, 31]  # 15.5 -> 17, 7.75 -> 9, 3.9 -> 5
+
+
+def test_drop_small_components():
+    k = torch.zeros(1, 1, 7, 7, dtype=torch.float64)
+    k[..., 1, 1:4] = 0.3  # 0.9 of the mass
+    k[..., 5, 5] = 0.04  # a stray speck
+    k[..., 6, 0] = 0.06
+    out = A.drop_small_components(k, 0.05)
+    assert float(out[..., 5, 5]) == 0 and float(out[..., 6, 0]) == pytest.approx(0.06)
+    assert torch.equal(A.drop_small_components(k, 0.0), k)
+
+
+def test_luminance():
+    y = torch.rand(1, 3, 4, 5)
+    lum = A.luminance(y)
+    assert lum.shape == (1, 1, 4, 5)
+    assert torch.allclose(lum, 0.299 * y[:, :1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:])
+    with pytest.raises(KdiffError, match="channels"):
+        A.luminance(torch.rand(1, 2, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"kernel_size": 200}, "exceeds the image"),
+        ({"kernel_size": 2}, "kernel_size"),
+        ({"iterations": 0}, "iterations"),
+        ({"init": "zeros"}, "unknown init"),
+        ({"gamma": 0.0}, "gamma"),
+        ({"threshold": 1.0}, "threshold"),
+    ],
+)
+def test_bad_options(options, match):
+    with pytest.raises(KdiffError, match=match):
+        A.estimate_kernel(torch.rand(1, 1, 64, 64), A.AlternatingSettings(**{"kernel_size": 9, **options}))
+
+
+def test_batch_rejected():
+    with pytest.raises(KdiffError, match="one image"):
+        A.estimate_kernel(torch.rand(2, 1, 32, 32), A.AlternatingSettings(kernel_size=5))
+
+
+# --------------------------------------------------------------------------- the registered method
+
+
+def test_method_registered_and_runs(problem):
+    x, k_true, y = problem
+    method = plugins.get("method", "alternating")
+    y_rgb = y.expand(1, 3, -1, -1).contiguous()
+    calls = []
+    x_hat, k, info = method.run(y_rgb, kernel_size=SIZE, iterations=3, callback=lambda step, i: calls.append((step, i)))
+    assert x_hat.shape == y_rgb.shape and float(x_hat.min()) >= 0 and float(x_hat.max()) <= 1
+    assert k.shape == (1, 1, SIZE, SIZE)
+    assert [s for s, _ in calls] == list(range(1, 4 * 3 + 1))
+    assert all(i["total"] == 12 for _, i in calls)
+    assert len(info["residual"]) == 12 and info["solver"] == "wiener"
+    assert info["reblur_residual"] > 0
+    assert float(ops.mnc(k.double(), k_true)) > 0.75
+
+
+def test_method_unknown_solver(problem):
+    _, _, y = problem
+    with pytest.raises(KdiffError, match="unknown solver"):
+        plugins.get("method", "alternating").run(y, kernel_size=5, iterations=1, solver="nope")

@@ -1,0 +1,342 @@
+"""Datasets: BSD100 layouts, the seeded protocol, download (local HTTP server), safe extraction,
+Levin and folder layouts, export round trip. All on a synthetic stand-in for the BSD images."""
+
+import http.server
+import io as stdio
+import tarfile
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from kdiff_cli import datasets, io, ops, plugins
+from kdiff_cli.errors import KdiffError
+
+IDS = datasets.BSD100_IDS[:6]
+SMALL = {"crop": 48, "kernel_size": 9, "generator": "borodenko"}
+
+
+def texture(rng, h=321, w=481):
+    """A smooth random-texture RGB image (what a natural photo looks like to a blur)."""
+    a = rng.random((h // 8 + 1, w // 8 + 1, 3))
+    return np.clip(cv2.resize(a, (w, h), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+def jpeg_bytes(a):
+    ok, buf = cv2.imencode(".jpg", (a[..., ::-1] * 255).round().astype(np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="module")
+def fake_bsd(tmp_path_factory):
+    """Six BSD100 ids as 321x481 / 481x321 random-texture JPEGs in a flat folder."""
+    root = tmp_path_factory.mktemp("bsd")
+    rng = np.random.default_rng(0)
+    for n, i in enumerate(IDS):
+        (root / f"{i}.jpg").write_bytes(jpeg_bytes(texture(rng, *((321, 481) if n % 2 == 0 else (481, 321)))))
+    return root
+
+
+def test_ids_match_the_shared_list():
+    assert len(datasets.BSD100_IDS) == 100 == len(set(datasets.BSD100_IDS))
+    assert datasets.BSD100_IDS[:3] == ("3096", "8023", "12084") and datasets.BSD100_IDS[-1] == "385039"
+
+
+@pytest.mark.parametrize("layout", ["", "BSDS300/images/test", "BSR/BSDS500/data/images/val"])
+def test_locate_in_every_layout(tmp_path, fake_bsd, layout):
+    d = tmp_path / layout
+    d.mkdir(parents=True, exist_ok=True)
+    for i in IDS:
+        (d / f"{i}.jpg").write_bytes((fake_bsd / f"{i}.jpg").read_bytes())
+    (d / "999999.jpg").write_bytes(b"not ours")
+    found = datasets.locate_bsd100(tmp_path)
+    assert sorted(found) == sorted(IDS) and all(p.parent == d for p in found.values())
+
+
+def test_missing_images_are_a_clear_error(fake_bsd):
+    refs = datasets.load_bsd100(fake_bsd, limit=6, **SMALL)
+    assert [r.id for r in refs] == list(IDS)
+    with pytest.raises(KdiffError, match=r"1 of 7 BSD100 images missing .*21077\.jpg"):
+        datasets.load_bsd100(fake_bsd, limit=7, **SMALL)
+    with pytest.raises(KdiffError, match="--data-dir .* does not exist"):
+        datasets.load_bsd100(fake_bsd / "nope", limit=1)
+
+
+def test_no_data_dir_and_no_cache_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("KDIFF_CACHE_DIR", raising=False)
+    with pytest.raises(KdiffError, match="--data-dir .* or --download"):
+        datasets.load_bsd100(None, limit=1)
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+def test_protocol_is_deterministic_and_independent_of_limit(fake_bsd):
+    a = [r.load() for r in datasets.load_bsd100(fake_bsd, limit=4, **SMALL)]
+    b = [r.load() for r in datasets.load_bsd100(fake_bsd, limit=2, **SMALL)]
+    for u, v in zip(a, b):
+        assert np.array_equal(u.x, v.x) and np.array_equal(u.y, v.y) and np.array_equal(u.k, v.k)
+    c = datasets.load_bsd100(fake_bsd, limit=1, seed=7, **SMALL)[0].load()
+    assert not np.array_equal(c.y, a[0].y)
+    assert a[0].x.shape == a[0].y.shape == (48, 48, 3) and a[0].k.shape == (9, 9)
+    assert a[0].k.sum() == pytest.approx(1.0) and a[0].sigma == 0.01
+
+
+def test_protocol_rngs_golden_values():
+    """SeedSequence + PCG64 streams are platform-independent: pin a few draws."""
+    crop, kernel, noise = datasets.protocol_rngs(2023, 3096)
+    first = (int(crop.integers(0, 66)), int(crop.integers(0, 226)))
+    again = datasets.protocol_rngs(2023, 3096)[0]
+    assert first == (int(again.integers(0, 66)), int(again.integers(0, 226)))
+    assert first == GOLDEN_CROP
+    assert noise.standard_normal() == pytest.approx(GOLDEN_NOISE, abs=1e-15)
+
+
+GOLDEN_CROP = (22, 24)
+GOLDEN_NOISE = -0.8575213110882721
+
+
+def test_blur_model_matches_ops_conv2d(fake_bsd):
+    item = datasets.load_bsd100(fake_bsd, limit=1, sigma=0.0, **SMALL)[0].load()
+    x = torch.from_numpy(item.x.transpose(2, 0, 1)[None].astype(np.float64))
+    ref = ops.conv2d(x, torch.from_numpy(item.k)[None, None], "symmetric")[0].numpy().transpose(1, 2, 0)
+    assert np.abs(item.y - ref).max() <= 0.5 / 65535 + 1e-7  # stored at 16 bits
+    noisy = datasets.load_bsd100(fake_bsd, limit=1, sigma=0.05, **SMALL)[0].load()
+    assert np.std(noisy.y - ref) == pytest.approx(0.05, rel=0.1)
+
+
+def test_crop_larger_than_image_is_an_error(fake_bsd):
+    ref = datasets.load_bsd100(fake_bsd, limit=1, crop=400, kernel_size=9)[0]
+    with pytest.raises(KdiffError, match="smaller than the 400x400 crop"):
+        ref.load()
+
+
+def test_dataset_plugins_registered():
+    assert {"bsd100", "levin", "folder"} <= set(plugins.names("dataset"))
+    p = plugins.get("dataset", "bsd100").protocol(seed=5)
+    assert p == {"dataset": "bsd100", **datasets.BSD100_DEFAULTS, "seed": 5, "generator_params": {}}
+
+
+# --------------------------------------------------------------------------- download
+
+
+def make_archive(members: dict[str, bytes]) -> bytes:
+    buf = stdio.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, stdio.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_jpeg():
+    return jpeg_bytes(texture(np.random.default_rng(1), 16, 24))
+
+
+@pytest.fixture(scope="module")
+def bsds_archive(tiny_jpeg):
+    members = {f"BSDS300/images/test/{i}.jpg": tiny_jpeg for i in datasets.BSD100_IDS}
+    members["BSDS300/images/train/2092.jpg"] = tiny_jpeg
+    members["BSDS300/iids_test.txt"] = b"\n".join(i.encode() for i in datasets.BSD100_IDS)
+    return make_archive(members)
+
+
+class Server:
+    """A local HTTP server for one file, with Range support and a request log."""
+
+    def __init__(self, payload: bytes):
+        self.payload = payload
+        self.requests: list[str | None] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                outer.requests.append(rng)
+                data, status = outer.payload, 200
+                if rng:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.end_headers()
+                        return
+                    data, status = data[start:], 206
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/BSDS300-images.tgz"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("KDIFF_CACHE_DIR", raising=False)
+    return tmp_path / "xdg" / "kdiff" / "bsds300"
+
+
+def test_download_extract_verify_and_reuse(cache, bsds_archive, monkeypatch):
+    with Server(bsds_archive) as srv:
+        monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
+        refs = datasets.load_bsd100(None, download=True, limit=2, crop=8, kernel_size=3)
+        assert srv.requests == [None]
+        assert sorted(p.name for p in (cache / "images").iterdir()) == sorted(f"{i}.jpg" for i in datasets.BSD100_IDS)
+        assert not (cache / datasets.BSDS300_ARCHIVE).exists()  # only the images are kept
+        # a second run (with or without --download) uses the cache, no request
+        datasets.load_bsd100(None, download=True, limit=1, crop=8, kernel_size=3)
+        datasets.load_bsd100(None, limit=1, crop=8, kernel_size=3)
+        assert srv.requests == [None]
+    assert refs[0].load().y.shape == (8, 8, 3)
+
+
+def test_download_resumes_a_partial_file(cache, bsds_archive, monkeypatch):
+    cache.mkdir(parents=True)
+    (cache / (datasets.BSDS300_ARCHIVE + ".part")).write_bytes(bsds_archive[:1000])
+    with Server(bsds_archive) as srv:
+        monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
+        datasets.fetch_bsd100()
+        assert srv.requests == ["bytes=1000-"]
+    assert len(datasets.locate_bsd100(cache / "images")) == 100
+
+
+def test_download_offline_is_a_clear_error(cache, monkeypatch):
+    with Server(b"") as srv:
+        url = srv.url
+    monkeypatch.setenv("KDIFF_BSDS300_URL", url)  # the server is gone: connection refused
+    with pytest.raises(KdiffError, match="cannot download .*offline.*--data-dir"):
+        datasets.fetch_bsd100()
+
+
+def test_corrupt_download_is_discarded(cache, monkeypatch):
+    with Server(b"this is not a tar archive") as srv:
+        monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
+        with pytest.raises(KdiffError, match="cannot extract"):
+            datasets.fetch_bsd100()
+
+
+def test_incomplete_archive_is_rejected(cache, tiny_jpeg, monkeypatch):
+    partial = make_archive({f"BSDS300/images/test/{i}.jpg": tiny_jpeg for i in datasets.BSD100_IDS[:50]})
+    with Server(partial) as srv:
+        monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
+        with pytest.raises(KdiffError, match="incomplete or corrupt: 50 of 100"):
+            datasets.fetch_bsd100()
+    assert not (cache / datasets.BSDS300_ARCHIVE).exists()
+
+
+def test_undecodable_image_in_archive_is_rejected(cache, tiny_jpeg, monkeypatch):
+    members = {f"BSDS300/images/test/{i}.jpg": tiny_jpeg for i in datasets.BSD100_IDS}
+    members[f"BSDS300/images/test/{datasets.BSD100_IDS[3]}.jpg"] = b"garbage"
+    with Server(make_archive(members)) as srv:
+        monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
+        with pytest.raises(KdiffError, match="cannot read image"):
+            datasets.fetch_bsd100()
+
+
+def test_extraction_is_safe_from_path_traversal(tmp_path, tiny_jpeg):
+    first = datasets.BSD100_IDS[0]
+    members = {f"../../{first}.jpg": tiny_jpeg, f"/tmp/{datasets.BSD100_IDS[1]}.jpg": tiny_jpeg}
+    members.update({f"ok/{i}.jpg": tiny_jpeg for i in datasets.BSD100_IDS[2:4]})
+    archive = tmp_path / "a" / "evil.tgz"
+    archive.parent.mkdir()
+    archive.write_bytes(make_archive(members))
+    out = tmp_path / "a" / "b" / "images"
+    got = datasets.extract_bsd100(archive, out)
+    assert sorted(got) == sorted(datasets.BSD100_IDS[2:4])
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.jpg" for i in datasets.BSD100_IDS[2:4])
+    assert not list(tmp_path.rglob(f"{first}.jpg"))
+
+
+def test_data_dir_may_be_the_archive(cache, bsds_archive, tmp_path):
+    archive = tmp_path / "BSDS300-images.tgz"
+    archive.write_bytes(bsds_archive)
+    refs = datasets.load_bsd100(archive, limit=3, crop=8, kernel_size=3)
+    assert len(refs) == 3 and archive.exists()  # the user's archive is never deleted
+
+
+# --------------------------------------------------------------------------- levin and folder
+
+
+def _levin(root, n_images=2, n_kernels=2):
+    rng = np.random.default_rng(3)
+    (root / "gt").mkdir(parents=True)
+    kernels = {}
+    for j in range(1, n_kernels + 1):
+        k = np.zeros((9, 9))
+        k[4, 2 : 3 + 2 * j] = 1.0
+        kernels[j] = k / k.sum()
+        io.write_image(root / "gt" / f"kernel{j}.png", k / k.max(), bit_depth=16)
+    for i in range(1, n_images + 1):
+        x = texture(rng, 40, 40).mean(axis=2, keepdims=True)
+        io.write_image(root / "gt" / f"im{i}.png", x)
+        for j in range(1, n_kernels + 1):
+            y = ops.conv2d(torch.from_numpy(x.transpose(2, 0, 1)[None]), torch.from_numpy(kernels[j])[None, None])
+            io.write_image(root / f"im{i}_kernel{j}_img.png", y[0].numpy().transpose(1, 2, 0))
+    return kernels
+
+
+def test_levin_layout(tmp_path):
+    kernels = _levin(tmp_path)
+    refs = datasets.load_levin(tmp_path)
+    assert [r.id for r in refs] == ["im1_kernel1", "im1_kernel2", "im2_kernel1", "im2_kernel2"]
+    item = refs[1].load()
+    assert item.x.shape == item.y.shape == (40, 40, 1)
+    assert np.allclose(item.k, kernels[2], atol=1e-4)
+    assert len(datasets.load_levin(tmp_path, limit=3)) == 3
+    (tmp_path / "gt" / "kernel2.png").unlink()
+    with pytest.raises(KdiffError, match="im1_kernel2_img.png has no gt/kernel2.png"):
+        datasets.load_levin(tmp_path)
+    with pytest.raises(KdiffError, match="no im"):
+        datasets.load_levin(tmp_path / "gt")
+
+
+def test_folder_layout_and_errors(tmp_path):
+    rng = np.random.default_rng(4)
+    for name in ("a", "b"):
+        io.write_image(tmp_path / "blurred" / f"{name}.png", texture(rng, 20, 24))
+        io.write_image(tmp_path / "sharp" / f"{name}.jpg", texture(rng, 20, 24))
+    (tmp_path / "kernels").mkdir()
+    np.save(tmp_path / "kernels" / "a.npy", np.ones((3, 3)))
+    refs = datasets.load_folder(tmp_path)
+    a, b = (r.load() for r in refs)
+    assert a.k.shape == (3, 3) and a.k.sum() == pytest.approx(1.0) and b.k is None
+    io.write_image(tmp_path / "blurred" / "c.png", texture(rng, 20, 24))
+    with pytest.raises(KdiffError, match="blurred/c.png has no partner"):
+        datasets.load_folder(tmp_path)
+    io.write_image(tmp_path / "sharp" / "c.png", texture(rng, 10, 24))
+    with pytest.raises(KdiffError, match="is 24x20 but"):
+        datasets.load_folder(tmp_path)[2].load()
+    with pytest.raises(KdiffError, match="has no blurred/ folder"):
+        datasets.load_folder(tmp_path / "blurred")
+
+
+def test_export_reads_back_as_a_folder_dataset(fake_bsd, tmp_path):
+    refs = datasets.load_bsd100(fake_bsd, limit=3, **SMALL)
+    datasets.export(refs, tmp_path / "exp", datasets.bsd100_protocol(**SMALL))
+    back = datasets.load_folder(tmp_path / "exp")
+    assert [r.id for r in back] == [r.id for r in refs]
+    for r, s in zip(refs, back):
+        u, v = r.load(), s.load()
+        assert np.array_equal(u.y, v.y)  # y is stored at 16 bits by the protocol itself
+        assert np.abs(u.x - v.x).max() <= 0.5 / 65535 + 1e-7
+        assert np.abs(u.k - v.k).max() <= 1e-4
+    assert '"seed": 2023' in (tmp_path / "exp" / "protocol.json").read_text()

@@ -1,0 +1,525 @@
+"""The training engine: config, data pipeline, loop, checkpoints/resume, logs, DDP, CLI.
+
+A tiny test-only task (``toy``: a residual two-layer conv net with dropout) stands in for the real
+models, on a synthetic image folder in tmp_path (crop 32, kernels 9 x 9, batch 2).
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kdiff_cli import config, data, ops, tasks, train, weights
+from kdiff_cli.cli import app
+from kdiff_cli.errors import KdiffError
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+class ToyNet(torch.nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+            torch.nn.Conv2d(width, 3, 3, padding=1),
+        )
+
+    def forward(self, y):
+        return y + self.body(y)
+
+
+class ToyTask(tasks.Task):
+    """Uses every random stream: numpy (data), the task generator (loss weights), torch global (dropout)."""
+
+    name = "toy"
+    description = "tiny residual conv net (tests only)"
+    defaults = {
+        "model": {"width": 4},
+        "data": {"crop": 32, "kernel_size": 9, "batch": 2, "val_count": 3, "val_batch": 2, "sigma_max": 0.05},
+        "train": {"steps": 10, "lr": 1e-2, "warmup": 2, "log_every": 2, "val_every": 5, "ckpt_every": 5},
+    }
+
+    def build_model(self, cfg):
+        return ToyNet(cfg["model"]["width"])
+
+    def loss(self, model, batch, generator):
+        w = torch.rand(batch["x"].shape[0], 1, 1, 1, generator=generator) + 0.5
+        return ((model(batch["y"]) - batch["x"]).abs() * w).float().mean()
+
+    def validate(self, model, batches, cfg, generator):
+        return {"psnr": float(torch.cat([tasks.psnr(model(b["y"]), b["x"]) for b in batches]).mean())}
+
+    def weights_metadata(self, cfg):
+        return {"model": dict(cfg["model"])}
+
+
+def _write_png(path: Path, h: int, w: int, seed: int) -> None:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    base = rng.random((h // 4 + 1, w // 4 + 1, 3))
+    img = np.kron(base, np.ones((4, 4, 1)))[:h, :w]  # blocky: edges to deblur
+    assert cv2.imwrite(str(path), (img * 255).round().astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    (root / "train").mkdir()
+    (root / "val").mkdir()
+    for i in range(3):
+        _write_png(root / "train" / f"im{i}.png", 40, 48, i)
+    _write_png(root / "train" / "small.png", 20, 24, 9)  # smaller than the crop: mirror-padded
+    for i in range(2):
+        _write_png(root / "val" / f"v{i}.png", 36, 36, 10 + i)
+    rng = np.random.default_rng(0)
+    np.savez(root / "kernels.npz", kernels=rng.random((6, 7, 7)))  # 7x7, put on the 9x9 canvas
+    return {"train": root / "train", "val": root / "val", "kernels": root / "kernels.npz", "root": root}
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(tasks.TASKS, "toy", ToyTask)
+    return ToyTask
+
+
+def _data_overrides(ds) -> list[str]:
+    return [f"data.train_dir={ds['train']}", f"data.val_dir={ds['val']}", f"data.kernels_file={ds['kernels']}"]
+
+
+def _tensors(path: Path, key: str) -> dict[str, torch.Tensor]:
+    return train.load_checkpoint(path)[key]
+
+
+def _assert_same_state(a, b):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_same_state(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same_state(x, y)
+    else:
+        assert a == b
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_resume_is_exact(toy, dataset, tmp_path):
+    """10 steps == 5 steps (interrupted, cosine schedule) + resume 5: bitwise equal on the CPU."""
+    ov = _data_overrides(dataset)
+    full = train.run("toy", overrides=ov, out=tmp_path / "full")
+    half = train.run("toy", overrides=ov, out=tmp_path / "half", stop_at=5)
+    assert half.step == 5 and train.load_checkpoint(tmp_path / "half")["step"] == 5
+    resumed = train.run("toy", resume=tmp_path / "half")
+    assert resumed.step == full.step == 10
+    a = train.load_checkpoint(tmp_path / "full")
+    b = train.load_checkpoint(tmp_path / "half" / train.CKPT_LATEST)
+    for key in ("model", "ema", "optimizer", "scheduler", "rng"):
+        _assert_same_state(a[key], b[key])
+    wa, _ = weights.read(full.weights)
+    wb, meta = weights.read(resumed.weights)
+    _assert_same_state(wa, wb)
+    assert meta["task"] == "toy" and meta["steps"] == 10 and meta["model"] == {"width": 4}
+    assert "psnr" in meta["validation"] and meta["machine"]["world_size"] == 1
+    # the logs agree too (the interrupted session's rows up to step 5, then the resumed ones)
+    la = dict(zip(*train.CsvLog(tmp_path / "full" / train.LOG_NAME, 10).series("loss")))
+    lb = dict(zip(*train.CsvLog(tmp_path / "half" / train.LOG_NAME, 10).series("loss")))
+    assert list(la) == [2, 4, 6, 8, 10] and list(lb) == [2, 4, 5, 6, 8, 10]  # + the session end at 5
+    assert all(la[s] == lb[s] for s in (2, 4, 8, 10))
+    # the weights changed at all (a test of "equal" needs training to do something)
+    torch.manual_seed(0)  # the run's seed: the same initial weights
+    init = ToyTask().build_model({"model": {"width": 4}}).state_dict()
+    assert not torch.equal(a["model"]["body.0.weight"], init["body.0.weight"])
+
+
+def test_resume_cli_more_steps(toy, dataset, tmp_path):
+    """`kdiff train --steps 5`, then `--resume RUN --steps 10` == `--steps 10` (constant lr)."""
+    runner = CliRunner()
+    common = ["train", "toy"] + [a for o in _data_overrides(dataset) for a in ("--set", o)]
+    common += ["--set", "train.schedule=constant"]
+    r = runner.invoke(app, common + ["--steps", "10", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, common + ["--steps", "5", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", "toy", "--resume", str(tmp_path / "b"), "--steps", "10",
+                            "--export", str(tmp_path / "w" / "toy.safetensors")])
+    assert r.exit_code == 0, r.output
+    assert "trained 10/10 steps" in r.output
+    _assert_same_state(_tensors(tmp_path / "a", "model"), _tensors(tmp_path / "b", "model"))
+    exported, meta = weights.read(tmp_path / "w" / "toy.safetensors")
+    _assert_same_state(exported, _tensors(tmp_path / "b", "ema"))
+    saved = config.read_toml(tmp_path / "b" / train.CONFIG_NAME)
+    assert saved["train"]["steps"] == 10 and saved["meta"]["task"] == "toy"
+    # a finished run, an occupied folder, --config with --resume: one-line errors, exit 2
+    for args, msg in [
+        (["train", "toy", "--resume", str(tmp_path / "b")], "already at step 10"),
+        (common + ["--out", str(tmp_path / "a")], "already holds a run"),
+        (["train", "toy", "--resume", str(tmp_path / "b"), "--config", str(tmp_path / "b" / "config.toml")],
+         "cannot be combined"),
+        (["train", "toy", "--resume", str(tmp_path / "nothing")], "checkpoint not found"),
+    ]:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and msg in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_resumed_config_is_reusable(toy, dataset, tmp_path):
+    """The saved config.toml is a valid --config for a new run and reproduces the first."""
+    a = train.run("toy", overrides=_data_overrides(dataset) + ["train.steps=3"], out=tmp_path / "a")
+    b = train.run("toy", config_file=a.run_dir / train.CONFIG_NAME, out=tmp_path / "b")
+    _assert_same_state(_tensors(tmp_path / "a", "model"), _tensors(tmp_path / "b", "model"))
+    assert b.step == 3
+
+
+# --------------------------------------------------------------------------- checkpoints, logs
+
+
+def test_checkpoint_atomic(toy, dataset, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    train.run("toy", overrides=_data_overrides(dataset) + ["train.keep_every=5"], out=run_dir)
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert names == ["ckpt-0000005.pt", "ckpt-0000010.pt", "ckpt-latest.pt", "config.toml", "ema.safetensors",
+                     "log.csv", "loss.png"]
+    before = (run_dir / train.CKPT_LATEST).read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        train.save_checkpoint(run_dir / train.CKPT_LATEST, {"x": 1})
+    assert (run_dir / train.CKPT_LATEST).read_bytes() == before
+    assert sorted(p.name for p in run_dir.iterdir()) == names  # no temp file left
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(KdiffError, match="cannot read checkpoint"):
+        train.load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_csv_and_png(toy, dataset, tmp_path):
+    res = train.run("toy", overrides=_data_overrides(dataset), out=tmp_path / "run")
+    with open(res.run_dir / train.LOG_NAME, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == train.TRAIN_FIELDS + ["val_psnr"]
+    assert [int(r["step"]) for r in rows] == [0, 2, 4, 5, 6, 8, 10]
+    val_rows = [r for r in rows if r["val_psnr"]]
+    assert [int(r["step"]) for r in val_rows] == [0, 5, 10]
+    assert float(val_rows[-1]["val_psnr"]) == pytest.approx(res.val["psnr"], rel=1e-5)
+    train_rows = [r for r in rows if r["loss"]]
+    assert all(float(r["loss"]) > 0 and float(r["it_per_s"]) > 0 for r in train_rows)
+    lrs = [float(r["lr"]) for r in train_rows]
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-2 * 0.05)  # warmup 2, cosine to 5%
+    assert (res.run_dir / train.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lr_schedule():
+    f = [train.lr_factor(s, 10, 2, "cosine", 0.1) for s in range(10)]
+    assert f[:3] == [0.5, 1.0, 1.0]
+    assert f[6] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 0.5)))
+    assert all(a >= b for a, b in zip(f[1:], f[2:]))
+    assert train.lr_factor(9, 10, 0, "linear", 0.0) == pytest.approx(0.1)
+    assert train.lr_factor(9, 10, 2, "constant", 0.0) == 1.0
+
+
+def test_ema_update():
+    m = torch.nn.Linear(2, 1)
+    ema = train.EMA(m, decay=0.9)
+    with torch.no_grad():
+        w0 = m.weight.clone()
+        m.weight.add_(1.0)
+    ema.update(m, 0)  # warmed-up decay (1 + 0) / (10 + 0) = 0.1
+    assert torch.allclose(ema.module.weight, 0.1 * w0 + 0.9 * m.weight)
+    ema.update(m, 1000)  # decay 0.9
+    assert torch.allclose(ema.module.weight, 0.9 * (0.1 * w0 + 0.9 * m.weight) + 0.1 * m.weight)
+    with pytest.raises(KdiffError):
+        train.EMA(m, 1.0)
+
+
+def test_precision(toy, dataset, tmp_path):
+    res = train.run("toy", overrides=_data_overrides(dataset) + ["train.steps=2", "train.precision=bf16"],
+                    out=tmp_path / "bf16")
+    assert np.isfinite(res.val["psnr"])
+    with pytest.raises(KdiffError, match="needs CUDA"):
+        train.run("toy", overrides=_data_overrides(dataset) + ["train.precision=fp16"], out=tmp_path / "fp16")
+    with pytest.raises(KdiffError, match="unknown train.precision"):
+        train.run("toy", overrides=_data_overrides(dataset) + ["train.precision=fp8"], out=tmp_path / "fp8")
+    with pytest.raises(KdiffError, match="device"):
+        train.pick_device("tpu")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_override_typing(toy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = config.resolve("toy", ToyTask.defaults, overrides=[
+        "train.lr=1e-3", "train.steps=20", "train.warmup=3.0", "data.flip=false", "train.betas=0.8,0.99",
+        "data.generators=a,b", "data.generator_weights=[3, 1]", "model.width=8", "seed=7",
+        "data.generator_params.a.intensity=0.5", "data.train_dir=imgs", "train.precision=bf16",
+    ])
+    assert cfg["train"]["lr"] == 1e-3 and isinstance(cfg["train"]["lr"], float)
+    assert cfg["train"]["steps"] == 20 and cfg["train"]["warmup"] == 3 and isinstance(cfg["train"]["warmup"], int)
+    assert cfg["data"]["flip"] is False and cfg["seed"] == 7 and cfg["model"]["width"] == 8
+    assert cfg["train"]["betas"] == [0.8, 0.99] and cfg["data"]["generators"] == ["a", "b"]
+    assert cfg["data"]["generator_weights"] == [3.0, 1.0]
+    assert cfg["data"]["generator_params"] == {"a": {"intensity": 0.5}}
+    assert cfg["data"]["train_dir"] == str(tmp_path / "imgs")  # --set paths: relative to the CWD
+    assert cfg["data"]["crop"] == 32 and cfg["data"]["sigma_min"] == 0.0  # task default, engine default
+    for item, msg in [
+        ("train.bogus=1", "unknown key 'train.bogus' .*valid keys in \\[train\\]: betas, ckpt_every"),
+        ("bogus.x=1", "unknown key 'bogus.x' .*valid keys in the top level: data, model, seed, train"),
+        ("train.steps=2.5", "train.steps must be an integer"),
+        ("train.lr=fast", "train.lr must be a number"),
+        ("data.flip=maybe", "data.flip must be a boolean"),
+        ("train.lr", "expects key=value"),
+        ("train.steps.x=1", "train.steps is not a table"),
+    ]:
+        with pytest.raises(KdiffError, match=msg):
+            config.resolve("toy", ToyTask.defaults, overrides=[item])
+
+
+def test_config_file(toy, tmp_path):
+    (tmp_path / "cfg").mkdir()
+    path = tmp_path / "cfg" / "run.toml"
+    path.write_text('seed = 3\n[data]\ntrain_dir = "../imgs"\ncrop = 64\n[train]\nlr = 1\n')
+    cfg = config.resolve("toy", ToyTask.defaults, path, ["data.crop=16"])
+    assert cfg["data"]["train_dir"] == str(tmp_path / "imgs")  # relative to the file
+    assert cfg["data"]["crop"] == 16 and cfg["train"]["lr"] == 1.0 and cfg["seed"] == 3
+    # the saved config round-trips exactly, with [meta]
+    cfg["data"]["generator_params"] = {"b-c": {"x": [1, 2], "s": 'q"\\\n'}}
+    cfg["train"]["min_lr_ratio"] = 1e-5
+    config.save(cfg, tmp_path / "saved.toml", {"task": "toy", "kdiff_version": "0"})
+    back = config.read_toml(tmp_path / "saved.toml")
+    assert back.pop("meta") == {"task": "toy", "kdiff_version": "0"}
+    assert back == cfg
+    assert config.resolve("toy", ToyTask.defaults, tmp_path / "saved.toml") == cfg
+    with pytest.raises(KdiffError, match="is for task 'toy', not 'other'"):
+        config.resolve("other", ToyTask.defaults, tmp_path / "saved.toml")
+    for text, msg in [
+        ("[train]\nlrr = 1\n", "unknown key 'train.lrr'"),
+        ('[data]\ncrop = "big"\n', "data.crop must be an integer"),
+        ("[train\n", "cannot parse config file"),
+        ("data = 3\n", "data must be a table"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(KdiffError, match=msg):
+            config.resolve("toy", ToyTask.defaults, path)
+    with pytest.raises(KdiffError, match="config file not found"):
+        config.resolve("toy", ToyTask.defaults, tmp_path / "missing.toml")
+
+
+def test_bad_config_cli(toy, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nsteps = = 3\n")
+    r = CliRunner().invoke(app, ["train", "toy", "--config", str(bad), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2
+    assert r.output.startswith("error: cannot parse config file") and r.output.count("\n") == 1
+    r = CliRunner().invoke(app, ["train", "toy", "--set", "train.nope=1", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "valid keys in [train]" in r.output
+    assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _source(ds, **kw) -> data.BlurredCrops:
+    args = dict(crop=32, sigma_min=0.01, sigma_max=0.03)
+    args.update(kw)
+    return data.BlurredCrops(data.load_images(ds["train"]), data.FileKernels(ds["kernels"], 9), **args)
+
+
+def test_batches(dataset):
+    src = _source(dataset)
+    b = src.sample(5, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert b["x"].shape == (5, 3, 32, 32) and b["y"].shape == (5, 3, 32, 32) and b["k"].shape == (5, 1, 9, 9)
+    assert b["x"].dtype == b["y"].dtype == b["k"].dtype == b["sigma"].dtype == torch.float32
+    assert 0 <= b["x"].min() and b["x"].max() <= 1
+    assert torch.allclose(b["k"].sum((-2, -1)), torch.ones(5, 1)) and b["k"].min() >= 0
+    assert b["k"][:, :, 0].abs().sum() == 0  # 7x7 kernels centred on the 9x9 canvas
+    assert ((0.01 <= b["sigma"]) & (b["sigma"] <= 0.03)).all()
+    noise = b["y"] - ops.conv2d(b["x"], b["k"], "symmetric")
+    assert torch.allclose(noise.flatten(1).std(1), b["sigma"], rtol=0.15)
+    # noiseless: y is exactly the symmetric-boundary blur
+    b0 = _source(dataset, sigma_min=0.0, sigma_max=0.0).sample(3, np.random.default_rng(1), torch.Generator())
+    assert torch.equal(b0["y"], ops.conv2d(b0["x"], b0["k"], "symmetric"))
+    # same seeds, same batch; other seeds, other batch
+    again = src.sample(5, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert all(torch.equal(b[k], again[k]) for k in b)
+    other = src.sample(5, np.random.default_rng(1), torch.Generator().manual_seed(0))
+    assert not torch.equal(b["x"], other["x"])
+
+
+def test_crop_and_flips():
+    img = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(40):
+        c = data.random_crop(img, 4, rng, flip=True)
+        assert c.shape == (4, 4, 3)
+        seen.add((c[0, 0, 0] < c[0, -1, 0], c[0, 0, 0] < c[-1, 0, 0]))
+    assert seen == {(True, True), (True, False), (False, True), (False, False)}  # all four flips occur
+    c = data.random_crop(img, 4, np.random.default_rng(0), flip=False)
+    assert any(np.array_equal(c, img[i:i + 4, j:j + 4]) for i in range(3) for j in range(5))
+    assert data.random_crop(img, 10, rng, flip=False).shape == (10, 10, 3)  # mirror-padded
+
+
+def test_generator_mixture(monkeypatch):
+    class Box:
+        def __init__(self, name, side):
+            self.name, self.side = name, side
+
+        def sample(self, rng, count, size, width=None):
+            k = np.zeros((count, size, size))
+            s = width or self.side
+            c = size // 2
+            k[:, c - s // 2 : c - s // 2 + s, c - s // 2 : c - s // 2 + s] = rng.random((count, 1, 1)) + 1
+            return k
+
+    gens = {"small": Box("small", 1), "big": Box("big", 3)}
+    from kdiff_cli import plugins
+
+    monkeypatch.setattr(plugins, "get", lambda kind, name: gens[name])
+    src = data.GeneratorKernels(["small", "big"], [1.0, 3.0], 9, {"big": {"width": 5}})
+    k = src.sample(np.random.default_rng(0), 400)
+    assert k.shape == (400, 9, 9) and np.allclose(k.sum((1, 2)), 1)
+    big = (k > 0).sum((1, 2)) == 25
+    assert ((k > 0).sum((1, 2)) == 1).sum() + big.sum() == 400
+    assert 0.68 < big.mean() < 0.82  # weights 1:3
+    assert np.array_equal(k, src.sample(np.random.default_rng(0), 400))
+    with pytest.raises(KdiffError, match="2 generators"):
+        data.GeneratorKernels(["small", "big"], [1.0], 9)
+    with pytest.raises(KdiffError, match="not in data.generators"):
+        data.GeneratorKernels(["small"], [], 9, {"big": {}})
+    with pytest.raises(KdiffError, match="bad data.generator_params"):
+        data.GeneratorKernels(["small"], [], 9, {"small": {"nope": 1}}).sample(np.random.default_rng(0), 2)
+
+
+def test_data_errors(dataset, tmp_path):
+    with pytest.raises(KdiffError, match="image folder not found"):
+        data.load_images(tmp_path / "none")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KdiffError, match="no images"):
+        data.load_images(tmp_path / "empty")
+    np.savez(tmp_path / "k.npz", other=np.ones((2, 3, 3)))
+    with pytest.raises(KdiffError, match="no array 'kernels'"):
+        data.FileKernels(tmp_path / "k.npz", 9)
+    (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(KdiffError, match="cannot read kernels file"):
+        data.FileKernels(tmp_path / "trunc.npz", 9)
+    np.savez(tmp_path / "z.npz", kernels=np.zeros((2, 3, 3)))
+    with pytest.raises(KdiffError, match="empty or not finite"):
+        data.FileKernels(tmp_path / "z.npz", 9)
+    with pytest.raises(KdiffError, match="sigma_min"):
+        _source(dataset, sigma_min=0.1, sigma_max=0.0)
+
+
+def test_validation_batches_fixed(dataset):
+    d = config.defaults_for(ToyTask.defaults)["data"]
+    d.update(val_dir=str(dataset["val"]), kernels_file=str(dataset["kernels"]), val_count=3, val_batch=2)
+    a, b = data.validation_batches(d), data.validation_batches(d)
+    assert [x["x"].shape[0] for x in a] == [2, 1]
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+    assert data.validation_batches({**d, "val_dir": ""}) == []
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def test_task_registry(monkeypatch):
+    with pytest.raises(KdiffError, match="unknown task 'nope' \\(choose from dwdn, kernel-diff, unrolled\\)"):
+        tasks.get("nope")
+    monkeypatch.setitem(sys.modules, "kdiff_cli.kernel_task", None)  # as if the file were missing
+    with pytest.raises(KdiffError, match="kernel_task.py is missing"):
+        tasks.get("kernel-diff")
+
+
+def test_solver_task(monkeypatch):
+    """dwdn/unrolled: the model section comes from the solver's constructor; L1 loss; PSNR."""
+
+    class FakeSolver(torch.nn.Module):
+        name = "dwdn"
+
+        def __init__(self, width: int = 4, levels: int = 2, act: str = "relu", scale: float = 1.0, extra=None):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, y, k, sigma=None):
+            return y + self.conv(y) * sigma.view(-1, 1, 1, 1)
+
+    from kdiff_cli import plugins
+
+    monkeypatch.setattr(plugins, "get", lambda kind, name: FakeSolver)
+    task = tasks.get("dwdn")
+    assert task.defaults["model"] == {"width": 4, "levels": 2, "act": "relu", "scale": 1.0}
+    cfg = config.resolve("dwdn", task.defaults, overrides=["model.width=8", "loss.kind=charbonnier"])
+    model = task.build_model(cfg)
+    g = torch.Generator().manual_seed(0)
+    x = 0.8 * torch.rand(2, 3, 8, 8, generator=g)  # x + 0.1 stays in [0, 1]: PSNR exactly 20 dB
+    batch = {"x": x, "y": x + 0.1, "k": torch.ones(2, 1, 3, 3) / 9, "sigma": torch.zeros(2)}
+    assert task.loss(model, batch, g).item() == pytest.approx(float(np.sqrt(0.01 + 1e-6)), rel=1e-5)
+    assert task.validate(model, [batch], cfg, g)["psnr"] == pytest.approx(20.0, abs=0.01)
+    assert task.weights_metadata(cfg) == {"solver": "dwdn", "model": cfg["model"]}
+    with pytest.raises(KdiffError, match="unknown loss.kind"):
+        task.build_model({**cfg, "loss": {"kind": "l3", "eps": 1e-3}})
+
+
+# --------------------------------------------------------------------------- multi-process
+
+
+def test_ddp_two_processes_cpu(dataset, tmp_path):
+    """torchrun --nproc_per_node 2 on the CPU (gloo): 3 steps, one checkpoint holding both ranks' RNGs."""
+    out = tmp_path / "ddp"
+    script = tmp_path / "launch.py"
+    # self-contained (imports only the engine, not this test module or the CLI)
+    script.write_text(
+        "import torch\n"
+        "from kdiff_cli import tasks, train\n\n"
+        + inspect.getsource(ToyNet) + "\n" + inspect.getsource(ToyTask) + "\n"
+        "tasks.TASKS['toy'] = ToyTask\n"
+        f"train.run('toy', overrides={_data_overrides(dataset) + ['train.steps=3', 'train.threads=1']!r}, out={str(out)!r})\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KDIFF_PROGRESS": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
+    ckpt = train.load_checkpoint(out)
+    assert ckpt["step"] == 3 and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    assert ckpt["rng"][0]["numpy"] != ckpt["rng"][1]["numpy"]  # per-rank data streams
+    assert [int(r["step"]) for r in csv.DictReader(open(out / train.LOG_NAME))] == [0, 2, 3]
+    assert (out / train.EMA_NAME).is_file()
+
+
+@pytest.mark.parametrize("name", ["dwdn", "unrolled"])
+def test_shipped_solver_configs(name, monkeypatch):
+    """configs/<name>-cpu.toml: valid against the task, one thread, the issue's data settings."""
+
+    class AnySolver(torch.nn.Module):  # free-form [model]: the real solver's keys are not checked here
+        def __init__(self, **model):
+            super().__init__()
+
+    from kdiff_cli import plugins
+
+    monkeypatch.setattr(plugins, "get", lambda kind, n: AnySolver)
+    task = tasks.get(name)
+    path = TESTS_DIR.parent / "configs" / f"{name}-cpu.toml"
+    cfg = config.resolve(name, task.defaults, path)
+    train.check_train_config(cfg)
+    d = cfg["data"]
+    assert d["train_dir"] == str((TESTS_DIR.parent.parent / "shared" / "data" / "train").resolve())
+    assert d["generators"] == ["borodenko", "boracchi-foi"] and d["kernel_size"] == 64 and d["crop"] == 128
+    assert (d["sigma_min"], d["sigma_max"]) == (0.0, 0.03) and cfg["train"]["threads"] == 1
