@@ -159,37 +159,82 @@ def train_cmd(
 @app.command("deblur")
 @user_errors
 def deblur_cmd(
-    inputs: Annotated[list[Path], typer.Argument(help="Blurred images (PNG, JPEG, TIFF, BMP; 8 or 16 bit, gray or RGB).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; writes OUT/<stem>_deblurred.<ext> at the input's bit depth.")],
+    inputs: Annotated[list[str], typer.Argument(help="Blurred images or globs (PNG, JPEG, TIFF, BMP; 8 or 16 bit, gray or RGB).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <stem>_deblurred.<ext> (input's bit depth), <stem>_kernel.npy/.png, report.json.")],
     kernel: Annotated[
-        Optional[Path], typer.Option("--kernel", "-k", help="Known blur kernel: .npy 2-D array or gray image, normalised to sum 1.")
+        Optional[Path], typer.Option("--kernel", "-k", help="Known blur kernel (.npy or gray image): non-blind deblurring only.")
     ] = None,
-    solver: Annotated[str, typer.Option(help="Non-blind solver: wiener, dwdn, unrolled (see `kdiff plugins --kind solver`).")] = "wiener",
+    method: Annotated[str, typer.Option(help="Blind method: kernel-diff, unguided, alternating (see `kdiff plugins --kind method`).")] = "kernel-diff",
+    solver: Annotated[str, typer.Option(help="Non-blind solver F: wiener, dwdn, unrolled.")] = "wiener",
+    sampler: Annotated[str, typer.Option(help="Kernel sampler: ddim, ddpm, unguided.")] = "ddim",
+    steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps (default: the sampler's; ddpm 1000, ddim 50).")] = None,
+    samples: Annotated[int, typer.Option(help="Kernels sampled as one batch; the lowest reblur residual wins.")] = 1,
+    refine_steps: Annotated[int, typer.Option(help="Stage II refinement steps J.")] = 20,
+    kernel_size: Annotated[Optional[int], typer.Option(help="Kernel size (must match the kernel-diff weights; alternating: any).")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Kernel-diff weights: shipped name or .safetensors path.")] = None,
+    solver_weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).")] = None,
+    roi: Annotated[Optional[str], typer.Option(help="Kernel-estimation window x,y,w,h (default: strongest edges).")] = None,
+    downscale: Annotated[str, typer.Option(help="auto, 1 or 2: estimate the kernel on the image downscaled by this factor.")] = "auto",
+    guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2.")] = 0.04,
+    route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).")] = "k0",
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same output.")] = 0,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    tile: Annotated[int, typer.Option(help="Tile side for large images (tiles overlap by the kernel size).")] = 512,
+    tile: Annotated[int, typer.Option(help="Tile side of the final deconvolution (tiles overlap by the kernel size).")] = 512,
 ):
-    """Deblur images. With --kernel: non-blind deconvolution by the chosen solver."""
-    if kernel is None:
-        raise KdiffError("blind deblurring needs the kernel-diff model (not yet available); pass --kernel K.npy for non-blind deblurring")
-    from kdiff_cli import nonblind, progress
+    """Deblur images: blind (Kernel-Diff by default) or, with --kernel, non-blind."""
+    from kdiff_cli import deblur, nonblind, progress
 
-    with progress.task_bar(f"deblur ({solver})", total=len(inputs), unit="images") as update:
+    paths = nonblind.expand_inputs(inputs)
+    if kernel is not None:
+        with progress.task_bar(f"deblur ({solver})", total=len(paths), unit="images") as update:
 
-        def done(path: Path, written: Optional[Path], error: Optional[str]) -> None:
-            if error is not None:
-                typer.echo(f"error: {error}", err=True)
-            update(1)
+            def done(path: Path, written: Optional[Path], error: Optional[str]) -> None:
+                if error is not None:
+                    typer.echo(f"error: {error}", err=True)
+                update(1)
 
-        report = nonblind.deblur_nonblind(
-            inputs, kernel, solver, out, sigma=sigma, weights=weights, device=device, tile=tile, callback=done
-        )
+            report = nonblind.deblur_nonblind(
+                paths, kernel, solver, out, sigma=sigma, weights=solver_weights, device=device, tile=tile, callback=done
+            )
+        failed = report.failed
+    else:
+        options = {
+            "sampler": sampler, "steps": steps, "samples": samples, "refine_steps": refine_steps, "solver": solver,
+            "guidance_scale": guidance_scale, "route": route, "roi": deblur.parse_roi(roi), "downscale": downscale,
+            "sigma": sigma, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
+            "kernel_size": kernel_size,
+        }
+        if method in ("kernel-diff", "unguided"):
+            options.pop("kernel_size")
+            if kernel_size is not None:
+                options["expect_kernel_size"] = kernel_size
+        bars: dict = {}
+
+        def on_progress(stage, i, n, info):
+            bars["update"](1, stage=stage, **{k: v for k, v in info.items() if k == "residual"})
+
+        import contextlib
+
+        with contextlib.ExitStack() as stack:
+
+            def on_start(p):
+                stack.close()
+                total = (steps or (1000 if sampler == "ddpm" else 50)) + refine_steps if method != "alternating" else None
+                bars["update"] = stack.enter_context(progress.task_bar(Path(p).name, total=total, unit="steps"))
+
+            def on_done(p, err):
+                if err is not None:
+                    typer.echo(f"error: {err}", err=True)
+
+            report = deblur.deblur_files(paths, out, method, options, device, on_start, on_progress, on_done)
+        failed = report.failed
     for path in report.written:
         typer.echo(str(path))
-    if report.failed:
-        typer.echo(f"{len(report.failed)} of {len(inputs)} inputs failed", err=True)
+    if failed:
+        typer.echo(f"{len(failed)} of {len(paths)} inputs failed", err=True)
         raise typer.Exit(1)
+
 
 # --------------------------------------------------------------------------- evaluation (eval)
 

@@ -89,20 +89,6 @@ def load_kernel_model(weights: str, device: torch.device):
     return model.to(device).eval(), schedule
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise KdiffError("--device cuda requested but CUDA is not available")
-    if name not in ("cpu", "cuda", "mps"):
-        raise KdiffError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
-    return torch.device(name)
-
-
 # --------------------------------------------------------------------------- window selection
 
 
@@ -278,6 +264,130 @@ __all__ = [
     "deblur_image",
     "load_kernel_model",
     "select_window",
-    "pick_device",
     "parse_roi",
+    "deblur_files",
 ]
+
+
+# --------------------------------------------------------------------------- files (kdiff deblur)
+
+
+@dataclass
+class FilesReport:
+    written: list = field(default_factory=list)  # output paths
+    failed: list = field(default_factory=list)  # (input, message)
+    entries: dict = field(default_factory=dict)  # input name -> report.json entry
+
+
+def _accepted(run, options: dict) -> dict:
+    """The options that ``run`` declares (all of them when it takes ``**options``)."""
+    import inspect
+
+    params = inspect.signature(run).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
+def deblur_files(
+    paths: list,
+    out_dir,
+    method: str = "kernel-diff",
+    options: dict | None = None,
+    device: str = "auto",
+    on_start: Callable | None = None,
+    on_progress: Callable | None = None,
+    on_done: Callable | None = None,
+) -> FilesReport:
+    """Blind-deblur every file: ``<stem>_deblurred.<ext>``, ``<stem>_kernel.npy``/``.png``, ``report.json``.
+
+    ``options`` go to the method's ``run`` (those it declares). ``on_start(path)``,
+    ``on_progress(stage, i, n, info)`` and ``on_done(path, error or None)`` report progress.
+    A bad input is recorded and skipped; every output is written atomically.
+    """
+    import json
+    import warnings
+    from pathlib import Path
+
+    import numpy as np
+
+    from kdiff_cli import io
+    from kdiff_cli.nonblind import plan_outputs
+    from kdiff_cli.solvers import resolve_device
+
+    runner = plugins.get("method", method)
+    dev = resolve_device(device)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise KdiffError(f"--out {out_dir} exists and is not a folder")
+    files = [Path(p) for p in paths]
+    outputs = plan_outputs(files, out_dir)
+    opts = _accepted(runner.run, {**(options or {}), "device": str(dev)})
+    if hasattr(runner, "validate_options"):  # bad options fail once, before any file is read
+        runner.validate_options(**opts)
+    report = FilesReport()
+
+    def callback(*args):  # methods report (stage, i, n, info) or (step, info)
+        if on_progress is None:
+            return
+        if len(args) == 4:
+            on_progress(*args)
+        else:
+            step, info = args
+            on_progress("alternating", step + 1, info.get("total"), info)
+
+    for p in files:
+        if on_start:
+            on_start(p)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", io.ImageWarning)
+                a, info = io.read_image(p)
+            y = io.to_tensor(a).to(dev)
+            start = time.perf_counter()
+            run_opts = dict(opts)
+            if "callback" in _accepted(runner.run, {"callback": None}):
+                run_opts["callback"] = callback
+            x, k, extra = runner.run(y, **run_opts)
+            seconds = time.perf_counter() - start
+            out = outputs[p]
+            stem = out.with_name(p.stem)
+            kk = k.detach().float().cpu()[0, 0].numpy().astype(np.float32)
+            kk = kk / kk.sum()
+            k_npy = stem.with_name(f"{p.stem}_kernel.npy")
+            io.atomic_write_bytes(k_npy, _npy_bytes(kk))
+            k_png = io.write_image(stem.with_name(f"{p.stem}_kernel.png"), kernel_preview(k), 8)
+            img = io.write_image(out, io.to_numpy(x.clamp(0, 1)), info.bit_depth)
+            report.written += [img, k_npy, k_png]
+            residuals = extra.get("residuals") or extra.get("reblur_residual")
+            report.entries[p.name] = {
+                "input": str(p),
+                "output": str(img),
+                "kernel": str(k_npy),
+                "method": method,
+                "settings": extra.get("settings", {k_: v for k_, v in run_opts.items() if k_ != "callback"}),
+                "kernel_size": list(kk.shape),
+                "residual": min(residuals) if isinstance(residuals, list) and residuals else residuals,
+                "residuals": residuals,
+                "roi": extra.get("roi"),
+                "scale": extra.get("scale"),
+                "seconds": round(seconds, 3),
+            }
+            io.atomic_write_bytes(out_dir / "report.json", json.dumps(report.entries, indent=2, default=str).encode())
+            err = None
+        except KdiffError as e:
+            err = str(e)
+            report.failed.append((p, err))
+        if on_done:
+            on_done(p, err)
+    return report
+
+
+def _npy_bytes(a) -> bytes:
+    import io as _io
+
+    import numpy as np
+
+    buf = _io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()

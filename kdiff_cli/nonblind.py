@@ -56,6 +56,24 @@ def load_kernel(path: str | os.PathLike) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(k, dtype=np.float32))[None, None]
 
 
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files as given; items with glob characters (``*?[``) expand, sorted. No match is an error."""
+    import glob
+
+    paths: list[Path] = []
+    for item in items:
+        if any(ch in item for ch in "*?["):
+            found = sorted(glob.glob(os.path.expanduser(item)))
+            if not found:
+                raise KdiffError(f"no file matches {item!r}")
+            paths += [Path(f) for f in found]
+        else:
+            paths.append(Path(item))
+    if not paths:
+        raise KdiffError("no input images given")
+    return paths
+
+
 def output_path(path: Path, out_dir: Path) -> Path:
     """``OUT/<stem>_deblurred.<ext>`` for input ``path``."""
     return out_dir / f"{path.stem}{SUFFIX}{path.suffix}"

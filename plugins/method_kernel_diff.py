@@ -23,13 +23,32 @@ class KernelDiff:
     sampler = "ddim"
 
     @classmethod
-    def run(cls, y, *, weights=None, solver_weights=None, device="cpu", callback=None, k_true=None, **options):
+    def validate_options(cls, **options):
+        """Raise a one-line error for options that are not valid pipeline settings."""
+        from kdiff_cli.deblur import BlindSettings
+        from kdiff_cli.errors import KdiffError
+
+        fields = BlindSettings.__dataclass_fields__
+        known = set(fields) | {"weights", "solver_weights", "device", "callback", "k_true", "expect_kernel_size"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise KdiffError(f"unknown {cls.name} option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        BlindSettings(**{k: v for k, v in options.items() if k in fields}).validate()
+
+    @classmethod
+    def run(cls, y, *, weights=None, solver_weights=None, device="cpu", callback=None, k_true=None, expect_kernel_size=None, **options):
         """Deblur ``y`` (1, C, H, W); ``options`` are :class:`kdiff_cli.deblur.BlindSettings` fields."""
         from kdiff_cli.deblur import DEFAULT_WEIGHTS, BlindSettings, deblur_image, settings_dict
 
         options.setdefault("sampler", cls.sampler)
+        if cls.sampler == "unguided":  # the ablation ignores any --sampler choice
+            options["sampler"] = "unguided"
         settings = BlindSettings(**options)
         model, schedule, solver = _models(weights or DEFAULT_WEIGHTS, settings.solver, solver_weights, str(device))
+        if expect_kernel_size is not None and expect_kernel_size != model.kernel_size:
+            from kdiff_cli.errors import KdiffError
+
+            raise KdiffError(f"--kernel-size {expect_kernel_size} does not match the weights' kernel size {model.kernel_size}")
         res = deblur_image(y.to(device), model, schedule, solver, settings, callback)
         est = res.estimate
         info = {

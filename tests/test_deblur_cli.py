@@ -1,0 +1,127 @@
+"""`kdiff deblur` blind path end to end with a tiny kernel-diff weights file (no shipped weights needed)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kdiff_cli import io, weights
+from kdiff_cli.cli import app
+from kdiff_cli.schedule import NoiseSchedule
+from kdiff_cli.unet import KernelUNet
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = KernelUNet(
+        kernel_size=16, model_channels=8, channel_mult=(1, 2), image_model_channels=8,
+        image_channel_mult=(1, 2), image_res_blocks=(0, 1), attention_resolutions=(), num_heads=1, norm_groups=4,
+    )
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    weights.save(path, model.state_dict(), {"task": "kernel-diff", "unet": model.config, "schedule": NoiseSchedule().to_dict()})
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    g = np.random.default_rng(0)
+    base = g.random((12, 12, 3)).astype(np.float32)
+    img = np.kron(base, np.ones((8, 8, 1), np.float32))[:80, :72]
+    io.write_image(tmp_path / "a.png", img, 16)
+    io.write_image(tmp_path / "b.jpg", img, 8)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    return tmp_path
+
+
+def run(*args):
+    return runner.invoke(app, ["deblur", *map(str, args)])
+
+
+FAST = ["--steps", "3", "--refine-steps", "2", "--solver", "wiener", "--device", "cpu", "--downscale", "1"]
+
+
+def test_blind_outputs_depth_and_report(tiny_weights, photos):
+    out = photos / "out"
+    r = run(photos / "a.png", photos / "b.jpg", "--out", out, "--weights", tiny_weights, *FAST)
+    assert r.exit_code == 0, r.output
+    for stem, ext in (("a", "png"), ("b", "jpg")):
+        assert (out / f"{stem}_deblurred.{ext}").is_file()
+        k = np.load(out / f"{stem}_kernel.npy")
+        assert k.dtype == np.float32 and k.shape == (16, 16) and abs(k.sum() - 1) < 1e-5 and k.min() >= 0
+        assert (out / f"{stem}_kernel.png").is_file()
+    _, info = io.read_image(out / "a_deblurred.png")
+    assert info.bit_depth == 16
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep) == {"a.png", "b.jpg"}
+    assert rep["a.png"]["kernel_size"] == [16, 16] and rep["a.png"]["residual"] > 0
+    assert rep["a.png"]["settings"]["steps"] == 3
+
+
+def test_same_seed_same_output_and_glob(tiny_weights, photos):
+    o1, o2 = photos / "o1", photos / "o2"
+    assert run(str(photos / "a.*"), "--out", o1, "--weights", tiny_weights, "--seed", "5", *FAST).exit_code == 0
+    assert run(photos / "a.png", "--out", o2, "--weights", tiny_weights, "--seed", "5", *FAST).exit_code == 0
+    assert (o1 / "a_deblurred.png").read_bytes() == (o2 / "a_deblurred.png").read_bytes()
+    assert np.array_equal(np.load(o1 / "a_kernel.npy"), np.load(o2 / "a_kernel.npy"))
+
+
+def test_bad_file_skipped_exit_1(tiny_weights, photos):
+    out = photos / "o3"
+    r = run(photos / "bad.png", photos / "a.png", "--out", out, "--weights", tiny_weights, *FAST)
+    assert r.exit_code == 1
+    assert "bad.png" in r.output and "Traceback" not in r.output
+    assert (out / "a_deblurred.png").is_file()
+    assert not list(out.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--samples", "0"], "--samples"),
+        (["--roi", "1,2"], "--roi"),
+        (["--weights", "nope"], "no shipped weights"),
+        (["--kernel-size", "32"], "--kernel-size 32"),
+        (["--method", "nosuch"], "unknown method"),
+    ],
+)
+def test_bad_options_one_line_error(tiny_weights, photos, args, message):
+    extra = [] if "--weights" in args else ["--weights", tiny_weights]
+    r = run(photos / "a.png", "--out", photos / "o4", *extra, *FAST, *args)
+    assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output
+
+
+def test_corrupt_weights_named(photos):
+    bad = photos / "broken.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    r = run(photos / "a.png", "--out", photos / "o5", "--weights", bad, *FAST)
+    assert r.exit_code != 0 and "broken.safetensors" in r.output
+
+
+def test_unguided_and_alternating_methods(tiny_weights, photos):
+    r = run(photos / "a.png", "--out", photos / "o6", "--weights", tiny_weights, "--method", "unguided", *FAST)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((photos / "o6" / "report.json").read_text())
+    assert rep["a.png"]["settings"]["sampler"] == "unguided"
+
+
+def test_downscaled_pass_doubles_kernel_canvas(tiny_weights, photos):
+    out = photos / "o7"
+    r = run(photos / "a.png", "--out", out, "--weights", tiny_weights, *FAST, "--downscale", "2")
+    assert r.exit_code == 0, r.output
+    k = np.load(out / "a_kernel.npy")
+    assert k.shape == (32, 32) and abs(k.sum() - 1) < 1e-5
+    assert json.loads((out / "report.json").read_text())["a.png"]["scale"] == 2
+
+
+def test_alternating_method_through_deblur(photos):
+    out = photos / "o8"
+    r = run(photos / "a.png", "--out", out, "--method", "alternating", "--kernel-size", "15", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    k = np.load(out / "a_kernel.npy")
+    assert k.shape == (15, 15) and abs(k.sum() - 1) < 1e-5
+    assert json.loads((out / "report.json").read_text())["a.png"]["method"] == "alternating"
