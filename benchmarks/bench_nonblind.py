@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,27 +39,14 @@ os.environ.setdefault("COLUMNS", "150")  # the table is wide; rich reads this wh
 from kdiff_cli import datasets, io, metrics, ops, plugins, progress  # noqa: E402
 from kdiff_cli.errors import KdiffError  # noqa: E402
 from kdiff_cli.solvers import load_solver  # noqa: E402
+from common import PROTOCOL, VAL_DIR, load_items  # noqa: E402
 
-PROTOCOL = {"seed": 2023, "generator": "borodenko", "sigma": 0.01, "crop": 256, "kernel_size": 64}
 BALANCES = (0.01, 0.1, 1.0, 3.0, 10.0, 30.0, 100.0)  # skimage wiener grid (the best is near 30)
 RL_ITERS = 30
 TARGET_MNC = 0.80
 
 
 # --------------------------------------------------------------------------- data
-
-
-def load_items(folder: Path, limit: int | None) -> list[datasets.Item]:
-    """The seeded items of the protocol, one per photo (sorted by name), first ``limit``."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in io.FORMATS)
-    if not files:
-        raise SystemExit(f"no images in {folder}")
-    items = []
-    for p in files[:limit]:
-        key = int(p.stem) if p.stem.isdigit() else zlib.crc32(p.stem.encode())
-        x_full, _ = io.read_image(p)
-        items.append(datasets.synthesize(x_full, key, image_id=p.stem, **PROTOCOL))
-    return items
 
 
 def perturb_kernel(k: np.ndarray, rng: np.random.Generator, target: float = TARGET_MNC) -> np.ndarray:
@@ -170,7 +156,7 @@ def mean(rows, i: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/data/val"), help="folder of sharp photos")
+    ap.add_argument("--data", type=Path, default=VAL_DIR, help="folder of sharp photos")
     ap.add_argument("--limit", type=int, default=None, help="only the first N photos (default: all)")
     ap.add_argument("--solvers", default=None, help="comma-separated solvers (default: all registered)")
     ap.add_argument("--weights", action="append", default=[], help="SOLVER=PATH weights (repeatable)")

@@ -356,6 +356,33 @@ def synthesize(
     return Item(id=image_id, x=x, y=y, k=k, sigma=float(sigma), meta={"crop_top": top, "crop_left": left})
 
 
+def protocol_items(folder: str | os.PathLike, limit: int | None = None, **options) -> list[Item]:
+    """The BSD100 protocol applied to every photo of ``folder`` (sorted by name), first ``limit``.
+
+    Photos named by a number are seeded by it (as BSD100 ids), others by the CRC32 of their stem.
+    """
+    import zlib
+
+    p = bsd100_protocol(**options)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KdiffError(f"{folder} is not a folder of photos")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
+    if not files:
+        raise KdiffError(f"no images in {folder}")
+    items = []
+    for f in files:
+        key = int(f.stem) if f.stem.isdigit() else zlib.crc32(f.stem.encode())
+        items.append(
+            synthesize(
+                _read(f), key, seed=p["seed"], generator=p["generator"], sigma=p["sigma"], crop=p["crop"],
+                kernel_size=p["kernel_size"], generator_params=p["generator_params"], boundary=p["boundary"],
+                image_id=f.stem,
+            )
+        )
+    return items
+
+
 def bsd100_protocol(**options) -> dict:
     """The resolved protocol options (what fully determines the synthetic set)."""
     p = {key: options.get(key) if options.get(key) is not None else d for key, d in BSD100_DEFAULTS.items()}

@@ -69,6 +69,7 @@ class KernelEstimate:
     roi: tuple[int, int, int, int]  # x, y, w, h of the window (full-resolution pixels)
     scale: int  # 1 or 2: downscale factor of the estimation
     trace: list[list[float]] = field(default_factory=list)  # per reverse step, per sample
+    refine_trace: list[float] = field(default_factory=list)  # Stage II residuals of the chosen sample
 
 
 # --------------------------------------------------------------------------- model loading
@@ -200,7 +201,9 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
     residuals = ref.residual.tolist()
     best = int(torch.argmin(ref.residual))
     k_best = ops.center_kernel(ref.k[best : best + 1])
-    return KernelEstimate(k_best, residuals, best, (x0 * factor, y0 * factor, w * factor, h * factor), factor, result.trace)
+    refine_trace = [step[best] for step in ref.trace]
+    roi = (x0 * factor, y0 * factor, w * factor, h * factor)
+    return KernelEstimate(k_best, residuals, best, roi, factor, result.trace, refine_trace)
 
 
 # --------------------------------------------------------------------------- full pipeline

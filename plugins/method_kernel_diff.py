@@ -57,6 +57,7 @@ class KernelDiff:
             "roi": list(est.roi),
             "scale": est.scale,
             "trace": est.trace,
+            "refine_trace": est.refine_trace,
             "seconds": res.seconds,
             "settings": settings_dict(settings),
         }

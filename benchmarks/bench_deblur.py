@@ -1,0 +1,108 @@
+"""Blind deblurring benchmark: Kernel-Diff settings on the seeded val protocol (issue: defaults by measurement).
+
+    python benchmarks/bench_deblur.py [--limit 8] [--ddpm-limit 2] [--solver wiener] [--weights NAME|PATH]
+                                      [--configs default,ddim100,...] [--json OUT]
+
+Items: the BSD100 protocol of ``kdiff eval`` applied to ../shared/data/val (seeded 256x256 RGB
+crops, 64x64 ``borodenko`` kernels from seed 2023 — held out from training seed 0 —, symmetric
+boundary, sigma = 0.01). For each configuration: mean PSNR / SSIM of the image, mean MNC of the
+kernel with the truth, and seconds per image on this machine; beside the blurred input and the
+same solver given the true kernel (the oracle). ``ddpm`` with T = 1000 runs on the first
+``--ddpm-limit`` images only (about 1000 guided steps each); its row says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("COLUMNS", "150")
+
+from kdiff_cli import io, metrics, progress  # noqa: E402
+from kdiff_cli.deblur import DEFAULT_WEIGHTS, BlindSettings, deblur_image, load_kernel_model  # noqa: E402
+from kdiff_cli.deconv import solve_tiled  # noqa: E402
+from kdiff_cli.solvers import load_solver  # noqa: E402
+from common import VAL_DIR, load_items  # noqa: E402
+
+#: name -> BlindSettings overrides (the first is the shipped default of `kdiff deblur`)
+CONFIGS = {
+    "default": {},
+    "ddim100": {"steps": 100},
+    "ddim25": {"steps": 25},
+    "ddim50-noStageII": {"refine_steps": 0},
+    "unguided+StageII": {"sampler": "unguided"},
+    "unguided": {"sampler": "unguided", "refine_steps": 0},
+    "samples4": {"samples": 4},
+    "ddpm1000": {"sampler": "ddpm", "steps": 1000},
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=VAL_DIR)
+    ap.add_argument("--limit", type=int, default=8)
+    ap.add_argument("--ddpm-limit", type=int, default=2)
+    ap.add_argument("--solver", default=BlindSettings.solver)
+    ap.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    items = load_items(args.data, args.limit)
+    model, schedule = load_kernel_model(args.weights, torch.device("cpu"))
+    solver = load_solver(args.solver, device="cpu")
+    rows, results = [], {}
+
+    def tensor(a):
+        return io.to_tensor(a)
+
+    # the baselines: blurred input, the solver with the true kernel
+    base = {"blurred": [], "oracle": []}
+    for it in items:
+        base["blurred"].append((metrics.psnr(it.y, it.x), metrics.ssim(it.y, it.x), float("nan"), 0.0))
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            xo = solve_tiled(solver, tensor(it.y), torch.from_numpy(it.k).float()[None, None], it.sigma)
+        xo = io.to_numpy(xo.clamp(0, 1))
+        base["oracle"].append((metrics.psnr(xo, it.x), metrics.ssim(xo, it.x), 1.0, time.perf_counter() - t0))
+    for name, vals in base.items():
+        results[name] = vals
+
+    for name in args.configs.split(","):
+        if name not in CONFIGS:
+            print(f"unknown config {name!r}; known: {', '.join(CONFIGS)}", file=sys.stderr)
+            return 2
+        opts = {"solver": args.solver, "seed": 0, "downscale": "1", **CONFIGS[name]}
+        subset = items[: args.ddpm_limit] if name.startswith("ddpm") else items
+        vals = []
+        with progress.task_bar(name, total=len(subset), unit="img") as update:
+            for it in subset:
+                res = deblur_image(tensor(it.y), model, schedule, solver, BlindSettings(**opts))
+                x = io.to_numpy(res.x)
+                vals.append((metrics.psnr(x, it.x), metrics.ssim(x, it.x), metrics.mnc(res.estimate.k.double()[0, 0].numpy(), it.k), res.seconds))
+                update(1, psnr=vals[-1][0], mnc=vals[-1][2])
+        results[name + (f" (first {len(subset)})" if len(subset) < len(items) else "")] = vals
+
+    for name, vals in results.items():
+        cols = list(zip(*vals))
+        rows.append([name, len(vals)] + [f"{statistics.fmean(c):.3f}" if c and c[0] == c[0] else "-" for c in cols[:3]] + [f"{statistics.fmean(cols[3]):.2f}"])
+    progress.print_table(
+        f"Blind deblurring on {len(items)} val crops (256x256 RGB, borodenko 64x64, sigma 0.01), solver {args.solver}",
+        ["config", "n", "PSNR", "SSIM", "MNC", "s/image"], rows,
+    )
+    if args.json:
+        args.json.write_text(json.dumps({k: v for k, v in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
