@@ -25,7 +25,7 @@ class KernelDiff:
     @classmethod
     def validate_options(cls, **options):
         """Raise a one-line error for options that are not valid pipeline settings."""
-        from kdiff_cli.deblur import BlindSettings
+        from kdiff_cli.deblur import DEFAULT_WEIGHTS, BlindSettings
         from kdiff_cli.errors import KdiffError
 
         fields = BlindSettings.__dataclass_fields__
@@ -33,10 +33,16 @@ class KernelDiff:
         unknown = sorted(set(options) - known)
         if unknown:
             raise KdiffError(f"unknown {cls.name} option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        BlindSettings(**{k: v for k, v in options.items() if k in fields}).validate()
+        settings = BlindSettings(**{k: v for k, v in options.items() if k in fields})
+        settings.validate()
+        # load (and cache) the network and the solver now, so bad weights fail before any image
+        model = _models(options.get("weights") or DEFAULT_WEIGHTS, settings.solver, options.get("solver_weights"), str(options.get("device", "cpu")))[0]
+        expect = options.get("expect_kernel_size")
+        if expect is not None and expect != model.kernel_size:
+            raise KdiffError(f"--kernel-size {expect} does not match the weights' kernel size {model.kernel_size}")
 
     @classmethod
-    def run(cls, y, *, weights=None, solver_weights=None, device="cpu", callback=None, k_true=None, expect_kernel_size=None, **options):
+    def run(cls, y, *, weights=None, solver_weights=None, device="cpu", callback=None, k_true=None, expect_kernel_size=None, **options):  # noqa: ARG003 (checked in validate_options)
         """Deblur ``y`` (1, C, H, W); ``options`` are :class:`kdiff_cli.deblur.BlindSettings` fields."""
         from kdiff_cli.deblur import DEFAULT_WEIGHTS, BlindSettings, deblur_image, settings_dict
 
@@ -45,10 +51,6 @@ class KernelDiff:
             options["sampler"] = "unguided"
         settings = BlindSettings(**options)
         model, schedule, solver = _models(weights or DEFAULT_WEIGHTS, settings.solver, solver_weights, str(device))
-        if expect_kernel_size is not None and expect_kernel_size != model.kernel_size:
-            from kdiff_cli.errors import KdiffError
-
-            raise KdiffError(f"--kernel-size {expect_kernel_size} does not match the weights' kernel size {model.kernel_size}")
         res = deblur_image(y.to(device), model, schedule, solver, settings, callback)
         est = res.estimate
         info = {

@@ -393,8 +393,8 @@ def test_cli_bad_kernel_missing_kernel_and_bad_input(images):
     for bad in ("bad.npy", "k3.npy", "broken.png", "nothere.npy"):
         res = _run(str(d / "rgb8.png"), "--kernel", str(d / bad), "--out", str(d / "o"))
         assert res.exit_code == 2 and f"cannot read kernel {d / bad}" in res.output
-    res = _run(str(d / "rgb8.png"), "--out", str(d / "o"))
-    assert res.exit_code == 2 and "blind deblurring" in res.output
+    res = _run(str(d / "rgb8.png"), "--out", str(d / "o"), "--weights", "no-such-weights")
+    assert res.exit_code == 2 and "no shipped weights named 'no-such-weights'" in res.output
     res = _run(str(d / "broken.png"), str(d / "rgb8.png"), "--kernel", str(d / "k.npy"), "--out", str(d / "o"), "--device", "cpu")
     assert res.exit_code == 1 and "broken.png" in res.output
     assert (d / "o" / "rgb8_deblurred.png").is_file() and not (d / "o" / "broken_deblurred.png").exists()
