@@ -316,7 +316,7 @@ def deblur_files(
 
     from kdiff_cli import io
     from kdiff_cli.nonblind import plan_outputs
-    from kdiff_cli.solvers import resolve_device
+    from kdiff_cli.device import resolve_device
 
     runner = plugins.get("method", method)
     dev = resolve_device(device)

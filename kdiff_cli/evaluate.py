@@ -32,6 +32,7 @@ import torch
 
 from kdiff_cli import io, plugins
 from kdiff_cli.datasets import Item, ItemRef
+from kdiff_cli.device import resolve_device
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.metrics import Result, as_kernel
 
@@ -610,14 +611,6 @@ def write_grid(path: Path, refs: list[ItemRef], methods: list[MethodSpec], store
 # --------------------------------------------------------------------------- entry point for the CLI
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise KdiffError(f"--device {device}: CUDA is not available")
-    return device
-
-
 def default_methods() -> str:
     have = set(plugins.names("method"))
     return ",".join(m for m in ("blurred", "oracle", "kernel-diff") if m in have)
@@ -673,7 +666,7 @@ def run(
     names = [n for n in names if n]
     if metrics is None:
         names = [n for n in names if n in plugins.names("metric")]
-    dev = resolve_device(device)
+    dev = str(resolve_device(device))
     metric_specs = resolve_metrics(names, metric_weights, dev)
     if grid < 0:
         raise KdiffError(f"--grid must be >= 0, got {grid}")

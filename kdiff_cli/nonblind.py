@@ -135,7 +135,8 @@ def deblur_nonblind(
     with the kernel, solver, weights, device or output plan raise :class:`KdiffError` before any
     work; a problem with one input is recorded in the report and the next input is processed.
     """
-    from kdiff_cli.solvers import load_solver, resolve_device
+    from kdiff_cli.device import resolve_device
+    from kdiff_cli.solvers import load_solver
 
     if not paths:
         raise KdiffError("no input images given")

@@ -15,6 +15,7 @@ from torch import nn
 
 from kdiff_cli import plugins
 from kdiff_cli import weights as wio
+from kdiff_cli.device import resolve_device
 from kdiff_cli.errors import KdiffError
 
 
@@ -26,25 +27,6 @@ def is_learned(cls: type) -> bool:
         return any(True for _ in cls().parameters())
     except TypeError:
         return True
-
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """``auto`` -> cuda, else mps, else cpu; an unavailable device raises :class:`KdiffError`."""
-    if isinstance(device, torch.device):
-        return device
-    name = str(device)
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KdiffError(f"device {name!r} requested but CUDA is not available")
-    if name == "mps" and not mps_ok:
-        raise KdiffError("device 'mps' requested but MPS is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise KdiffError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
 
 
 def load_solver(

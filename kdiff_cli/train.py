@@ -43,6 +43,7 @@ from kdiff_cli import __version__
 from kdiff_cli import config as config_mod
 from kdiff_cli import data as data_mod
 from kdiff_cli import tasks as tasks_mod
+from kdiff_cli.device import resolve_device
 from kdiff_cli.errors import KdiffError
 
 CKPT_LATEST = "ckpt-latest.pt"
@@ -70,20 +71,13 @@ def null_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> cuda, else mps, else cpu; an unavailable device raises :class:`KdiffError`."""
+    """:func:`kdiff_cli.device.resolve_device`, with CUDA ranks spread over the visible GPUs."""
     if name not in DEVICES:
         raise KdiffError(f"unknown device {name!r} (choose from {', '.join(DEVICES)})")
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise KdiffError("device 'cuda' requested but CUDA is not available")
+    device = resolve_device(name)
+    if device.type == "cuda":
         return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    if name == "mps" and not mps_ok:
-        raise KdiffError("device 'mps' requested but MPS is not available")
-    return torch.device(name)
+    return device
 
 
 @dataclass
