@@ -325,10 +325,8 @@ def save(cfg: Mapping[str, Any], path: str | os.PathLike, meta: Mapping[str, Any
     if meta:
         data[META] = dict(meta)
     text = dumps_toml(data, header="kdiff resolved training config; reuse with --config or --resume")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    from kdiff_cli.io import atomic_path
+
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

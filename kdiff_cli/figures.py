@@ -67,10 +67,9 @@ def plot_traces(traces: dict, path: Path) -> Path:
     ax.set_title("Reblur residual over iterations (cf. paper Fig. 5)")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

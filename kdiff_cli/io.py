@@ -15,8 +15,10 @@ Unreadable, corrupt or non-image files and unwritable targets raise a one-line :
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from typing import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,22 +195,34 @@ def quantize(x: np.ndarray, bit_depth: int) -> np.ndarray:
     return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``.<name>.tmp-<pid>`` beside ``path`` then ``os.replace`` it into place."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` (``os.replace``).
+
+    On any error the temporary file is removed and ``path`` is untouched: nothing half-written is
+    ever visible under the target name. The parent folder is created.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
-    except OSError as e:
-        raise KdiffError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:
+        raise KdiffError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 
 

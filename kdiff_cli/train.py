@@ -44,6 +44,7 @@ from kdiff_cli import config as config_mod
 from kdiff_cli import data as data_mod
 from kdiff_cli import tasks as tasks_mod
 from kdiff_cli.device import resolve_device
+from kdiff_cli.io import atomic_path
 from kdiff_cli.errors import KdiffError
 
 CKPT_LATEST = "ckpt-latest.pt"
@@ -273,15 +274,11 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     """``torch.save`` to a temp file beside ``path``, fsync, then ``os.replace`` (atomic)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -319,15 +316,11 @@ class CsvLog:
         self._rewrite()
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(self.path) as tmp:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 w = csv.DictWriter(f, self.fields, extrasaction="ignore")
                 w.writeheader()
                 w.writerows(self.rows)
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @property
     def val_names(self) -> list[str]:
@@ -378,12 +371,8 @@ def plot_log(log: CsvLog, path: Path, title: str) -> Path:
             ax2.plot(vs, vv, "o-", color="tab:orange", ms=3, label=f"val {names[0]}")
             ax2.set_ylabel(f"val {names[0]}", color="tab:orange")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -40,16 +40,12 @@ def save(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict
     """Write ``state`` (tensors) and ``metadata`` (JSON-serialisable) atomically."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    from kdiff_cli.io import atomic_path
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"kdiff": json.dumps(metadata, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
