@@ -21,11 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 os.environ.setdefault("COLUMNS", "150")
 
-from kdiff_cli import io, metrics, progress  # noqa: E402
+from kdiff_cli import io, metrics, plugins, progress  # noqa: E402
 from kdiff_cli.deblur import DEFAULT_WEIGHTS, BlindSettings, deblur_image, load_kernel_model  # noqa: E402
 from kdiff_cli.deconv import solve_tiled  # noqa: E402
 from kdiff_cli.solvers import load_solver  # noqa: E402
@@ -66,8 +67,11 @@ def main(argv=None) -> int:
         return io.to_tensor(a)
 
     # the baselines: blurred input, the solver with the true kernel
-    base = {"blurred": [], "oracle": []}
-    for it in items:
+    base = {"blurred": [], "oracle": [], "random kernel (borodenko)": []}
+    rng = np.random.default_rng(99)  # a random kernel from the same generator: the chance level of MNC
+    random_k = plugins.get("generator", "borodenko").sample(rng, len(items), 64)
+    for it, kr in zip(items, random_k):
+        base["random kernel (borodenko)"].append((float("nan"), float("nan"), metrics.mnc(kr, it.k), 0.0))
         base["blurred"].append((metrics.psnr(it.y, it.x), metrics.ssim(it.y, it.x), float("nan"), 0.0))
         t0 = time.perf_counter()
         with torch.no_grad():
