@@ -175,7 +175,7 @@ def deblur_cmd(
     solver_weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).")] = None,
     roi: Annotated[Optional[str], typer.Option(help="Kernel-estimation window x,y,w,h (default: strongest edges).")] = None,
     downscale: Annotated[str, typer.Option(help="auto, 1 or 2: estimate the kernel on the image downscaled by this factor.")] = "auto",
-    guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2.")] = 0.04,
+    guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2 (default measured, see docs/deblur.md).")] = 4.0,
     route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).")] = "k0",
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same output.")] = 0,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).")] = None,

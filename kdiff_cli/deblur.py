@@ -39,7 +39,7 @@ class BlindSettings:
     samples: int = 1  # kernels sampled as one batch; the lowest residual wins (MAP_k)
     refine_steps: int = 20  # J, Stage II gradient steps
     solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
-    guidance_scale: float = 0.04  # c in delta = c / ||y - k0 * x0||^2
+    guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
     window: int = 256  # side of the kernel-estimation window
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)

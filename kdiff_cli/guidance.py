@@ -30,7 +30,7 @@ class ReblurGuidance:
     y: torch.Tensor  # blurred image batch (B, C, H, W) in [0, 1]
     sigma: torch.Tensor | float | None = None  # noise level passed to the solver
     boundary: str = "symmetric"  # boundary of the forward model k * x
-    scale: float = 0.04  # c in delta = c / ||y - k0 * x0||^2 (authors' code 0.04; supplement 0.1)
+    scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for the 2k/max(k)-1 map; authors 0.04, supplement 0.1)
     route: str = "k0"  # gradient w.r.t. "k0" (k0_hat only, cheap) or "kt" (through the U-Net, as written)
 
     def residual(self, k: torch.Tensor) -> torch.Tensor:

@@ -622,9 +622,9 @@ def run(
         if resume_state["task"] != task.name:
             raise KdiffError(f"checkpoint {ckpt} is from task {resume_state['task']!r}, not {task.name!r}")
         cfg = config_mod.resolve(task.name, task.defaults, overrides=overrides, base=resume_state["config"])
-        if resume_state["step"] >= cfg["train"]["steps"]:
+        if resume_state["step"] >= cfg["train"]["steps"] and export is None:
             raise KdiffError(f"checkpoint {ckpt} is already at step {resume_state['step']} of "
-                             f"{cfg['train']['steps']} (give more with --steps)")
+                             f"{cfg['train']['steps']} (give more with --steps, or --export FILE to write its weights)")
         run_dir = Path(out) if out is not None else ckpt.parent
     else:
         cfg = config_mod.resolve(task.name, task.defaults, config_file, overrides)

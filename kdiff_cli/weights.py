@@ -74,3 +74,4 @@ def load_into(module: torch.nn.Module, path: str | os.PathLike, strict: bool = T
         detail = " ".join(str(e).split())[:200]
         raise KdiffError(f"weights file {resolve(path)} does not match the model: {detail or first}") from None
     return meta
+

@@ -164,6 +164,12 @@ def test_resume_cli_more_steps(toy, dataset, tmp_path):
     _assert_same_state(exported, _tensors(tmp_path / "b", "ema"))
     saved = config.read_toml(tmp_path / "b" / train.CONFIG_NAME)
     assert saved["train"]["steps"] == 10 and saved["meta"]["task"] == "toy"
+    # a finished run with --export only writes its EMA weights (no training step)
+    r = runner.invoke(app, ["train", "toy", "--resume", str(tmp_path / "b"), "--export", str(tmp_path / "w" / "again.safetensors")])
+    assert r.exit_code == 0 and "trained 10/10 steps" in r.output, r.output
+    again, meta2 = weights.read(tmp_path / "w" / "again.safetensors")
+    _assert_same_state(again, exported)
+    assert meta2["steps"] == 10 and meta2["task"] == "toy"
     # a finished run, an occupied folder, --config with --resume: one-line errors, exit 2
     for args, msg in [
         (["train", "toy", "--resume", str(tmp_path / "b")], "already at step 10"),
