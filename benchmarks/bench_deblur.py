@@ -34,10 +34,10 @@ from common import VAL_DIR, load_items  # noqa: E402
 
 #: name -> BlindSettings overrides (the first is the shipped default of `kdiff deblur`)
 CONFIGS = {
-    "default": {},
+    "default (ddim 25)": {},
+    "ddim50": {"steps": 50},
     "ddim100": {"steps": 100},
-    "ddim25": {"steps": 25},
-    "ddim50-noStageII": {"refine_steps": 0},
+    "ddim25-noStageII": {"refine_steps": 0},
     "unguided+StageII": {"sampler": "unguided"},
     "unguided": {"sampler": "unguided", "refine_steps": 0},
     "samples4": {"samples": 4},
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ddpm-limit", type=int, default=2)
     ap.add_argument("--solver", default=BlindSettings.solver)
     ap.add_argument("--weights", default=DEFAULT_WEIGHTS)
-    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of CONFIGS")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)

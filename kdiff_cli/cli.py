@@ -167,7 +167,7 @@ def deblur_cmd(
     method: Annotated[str, typer.Option(help="Blind method: kernel-diff, unguided, alternating (see `kdiff plugins --kind method`).")] = "kernel-diff",
     solver: Annotated[str, typer.Option(help="Non-blind solver F: wiener, dwdn, unrolled.")] = "wiener",
     sampler: Annotated[str, typer.Option(help="Kernel sampler: ddim, ddpm, unguided.")] = "ddim",
-    steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps (default: the sampler's; ddpm 1000, ddim 50).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps (default: the sampler's; ddpm 1000, ddim 25).")] = None,
     samples: Annotated[int, typer.Option(help="Kernels sampled as one batch; the lowest reblur residual wins.")] = 1,
     refine_steps: Annotated[int, typer.Option(help="Stage II refinement steps J.")] = 20,
     kernel_size: Annotated[Optional[int], typer.Option(help="Kernel size (must match the kernel-diff weights; alternating: any).")] = None,
@@ -179,6 +179,7 @@ def deblur_cmd(
     route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).")] = "k0",
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same output.")] = 0,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).")] = None,
+    final_sigma_floor: Annotated[float, typer.Option(help="Blind: the final deconvolution regularises as if the noise std were at least this.")] = 0.03,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     tile: Annotated[int, typer.Option(help="Tile side of the final deconvolution (tiles overlap by the kernel size).")] = 512,
 ):
@@ -202,7 +203,7 @@ def deblur_cmd(
         options = {
             "sampler": sampler, "steps": steps, "samples": samples, "refine_steps": refine_steps, "solver": solver,
             "guidance_scale": guidance_scale, "route": route, "roi": deblur.parse_roi(roi), "downscale": downscale,
-            "sigma": sigma, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
+            "sigma": sigma, "final_sigma_floor": final_sigma_floor, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
             "kernel_size": kernel_size,
         }
         if method in ("kernel-diff", "unguided"):
@@ -220,7 +221,7 @@ def deblur_cmd(
 
             def on_start(p):
                 stack.close()
-                total = (steps or (1000 if sampler == "ddpm" else 50)) + refine_steps if method != "alternating" else None
+                total = (steps or (1000 if sampler == "ddpm" else 25)) + refine_steps if method != "alternating" else None
                 bars["update"] = stack.enter_context(progress.task_bar(Path(p).name, total=total, unit="steps"))
 
             def on_done(p, err):

@@ -45,6 +45,7 @@ class BlindSettings:
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
     downscale: str = "auto"  # "auto", "1" or "2": estimate on the image downscaled by this factor
     sigma: float | None = None  # noise std of y (None: estimated)
+    final_sigma_floor: float = 0.03  # the final x = F(y, k) regularises as if sigma >= this (robust to kernel errors)
     seed: int = 0
     tile: int = 512  # tile side of the final deconvolution
 
@@ -57,6 +58,8 @@ class BlindSettings:
             raise KdiffError(f"--route must be k0 or kt, got {self.route!r}")
         if self.downscale not in ("auto", "1", "2"):
             raise KdiffError(f"--downscale must be auto, 1 or 2, got {self.downscale!r}")
+        if self.final_sigma_floor < 0:
+            raise KdiffError(f"--final-sigma-floor must be >= 0, got {self.final_sigma_floor}")
         if self.window < 32:
             raise KdiffError(f"--window must be >= 32, got {self.window}")
 
@@ -230,8 +233,12 @@ def deblur_image(
     start = time.perf_counter()
     est = estimate_kernel(y, model, schedule, solver, settings, callback)
     k = est.k
+    from kdiff_cli.deconv import noise_level
+
     with torch.no_grad():
-        x = solve_tiled(solver, y, k, settings.sigma, tile=max(settings.tile, 2 * k.shape[-1] + 1))
+        # an estimated kernel is never exact: regularise the final deconvolution at least this much
+        sigma = noise_level(settings.sigma, y).clamp(min=settings.final_sigma_floor)
+        x = solve_tiled(solver, y, k, sigma, tile=max(settings.tile, 2 * k.shape[-1] + 1))
     return BlindResult(x.clamp(0, 1), est, time.perf_counter() - start)
 
 

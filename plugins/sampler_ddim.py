@@ -10,10 +10,10 @@ from kdiff_cli.sampling import check_steps, reverse_diffusion
 class DDIMSampler:
     name = "ddim"
     description = "guided DDIM on a strided schedule (25-100 steps); deterministic for eta = 0"
-    default_steps = 50
+    default_steps = 25
 
     @staticmethod
-    def sample(model, schedule, y, *, steps=50, guidance=None, generator=None, callback=None, eta=0.0):
+    def sample(model, schedule, y, *, steps=25, guidance=None, generator=None, callback=None, eta=0.0):
         """Sample one kernel per image of ``y`` with ``steps`` DDIM steps."""
         schedule.set_timesteps(check_steps(steps, schedule))
         step = partial(_step, eta=float(eta))
