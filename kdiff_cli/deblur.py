@@ -333,6 +333,7 @@ def deblur_files(
     files = [Path(p) for p in paths]
     outputs = plan_outputs(files, out_dir)
     opts = _accepted(runner.run, {**(options or {}), "device": str(dev)})
+    takes_callback = "callback" in _accepted(runner.run, {"callback": None})
     if hasattr(runner, "validate_options"):  # bad options fail once, before any file is read
         runner.validate_options(**opts)
     report = FilesReport()
@@ -355,18 +356,15 @@ def deblur_files(
                 a, info = io.read_image(p)
             y = io.to_tensor(a).to(dev)
             start = time.perf_counter()
-            run_opts = dict(opts)
-            if "callback" in _accepted(runner.run, {"callback": None}):
-                run_opts["callback"] = callback
+            run_opts = {**opts, "callback": callback} if takes_callback else dict(opts)
             x, k, extra = runner.run(y, **run_opts)
             seconds = time.perf_counter() - start
             out = outputs[p]
-            stem = out.with_name(p.stem)
             kk = k.detach().float().cpu()[0, 0].numpy().astype(np.float32)
             kk = kk / kk.sum()
-            k_npy = stem.with_name(f"{p.stem}_kernel.npy")
+            k_npy = out.with_name(f"{p.stem}_kernel.npy")
             io.atomic_write_bytes(k_npy, _npy_bytes(kk))
-            k_png = io.write_image(stem.with_name(f"{p.stem}_kernel.png"), kernel_preview(k), 8)
+            k_png = io.write_image(out.with_name(f"{p.stem}_kernel.png"), kernel_preview(k), 8)
             img = io.write_image(out, io.to_numpy(x.clamp(0, 1)), info.bit_depth)
             report.written += [img, k_npy, k_png]
             residuals = extra.get("residuals") or extra.get("reblur_residual")
