@@ -19,6 +19,7 @@ Pieces (all batched, differentiable in ``y`` and ``k``, any device, float32 or f
 * :func:`gradient_spectrum` -- ``|Dx|^2 + |Dy|^2`` of the finite-difference gradient;
 * :func:`wiener` -- the closed form ``X = conj(K) Y / (|K|^2 + lambda P)`` (Tikhonov / Wiener);
 * :func:`quadratic_step` -- the HQS data step ``X = (conj(K) Y + mu Z) / (|K|^2 + mu)``;
+* :func:`prox_canvas` -- the same data step with the gradient prior and unknown boundaries (CG);
 * :func:`deconvolve` / :func:`deconvolve_canvas` -- the complete solve with unknown boundaries:
   the closed form on the tapered canvas refined by preconditioned conjugate gradients;
 * :func:`solve_tiled` -- run any solver over a large photo in overlapping, blended tiles;
@@ -272,6 +273,14 @@ class Canvas:
         return crop(self.spatial(), self.pads)
 
 
+def embed(x: torch.Tensor, canvas: Canvas) -> torch.Tensor:
+    """The canvas image with ``x`` (B, C, H, W) in the observed window and the canvas's current
+    estimate in the margin, (B, C, Hp, Wp)."""
+    top, bottom, left, right = canvas.pads
+    mask = canvas.mask
+    return mask * F.pad(x, (left, right, top, bottom)) + (1 - mask) * canvas.spatial()
+
+
 def deconvolve_canvas(
     y: torch.Tensor,
     k: torch.Tensor,
@@ -309,6 +318,14 @@ def deconvolve_canvas(
         return Kf.conj() * torch.fft.rfft2(mask * torch.fft.irfft2(Kf * V, s=size)) + lamP * V
 
     R = Kf.conj() * torch.fft.rfft2(F.pad(y, (left, right, top, bottom))) - normal_op(X)
+    out.X = _pcg(normal_op, X, R, den, iters)
+    return out
+
+
+def _pcg(normal_op: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, R: torch.Tensor,
+         den: torch.Tensor, iters: int) -> torch.Tensor:
+    """``iters`` preconditioned conjugate-gradient steps on spectra from ``X`` with residual ``R``
+    (= right-hand side - ``normal_op(X)``) and the diagonal preconditioner ``den``."""
     Z = R / den
     Pd = Z
     rz = _rdot(R, Z)
@@ -323,8 +340,30 @@ def deconvolve_canvas(
         rz_next = _rdot(R, Z)
         Pd = Z + _safe_div(rz_next, rz) * Pd
         rz = rz_next
-    out.X = X
-    return out
+    return X
+
+
+def prox_canvas(canvas: Canvas, y: torch.Tensor, lam: torch.Tensor, mu: torch.Tensor, Z: torch.Tensor,
+                iters: int = 4) -> torch.Tensor:
+    """Data step with a prior pull: ``argmin_x ||M (k * x) - y||^2 + lam ||D x||^2 + mu ||x - z||^2``.
+
+    The unknown-boundary model of :func:`deconvolve_canvas` plus a quadratic pull towards ``z``
+    (spectrum ``Z`` on the same canvas), solved by ``iters`` preconditioned CG steps warm-started
+    from ``canvas.X``. With ``z`` equal to the Tikhonov solution that solution is a fixed point, so
+    an unrolled network whose prior steps are still the identity returns it unchanged. ``lam``,
+    ``mu``: (B,) or (B, C). Returns the new spectrum.
+    """
+    top, bottom, left, right = canvas.pads
+    Kf, size, mask = canvas.Kf, canvas.size, canvas.mask
+    prior = gradient_spectrum(size, canvas.X.real.dtype, canvas.X.device)
+    penalty = _per_image(lam, 4) * prior + _per_image(mu, 4)
+    den = Kf.real.square() + Kf.imag.square() + penalty
+
+    def normal_op(V: torch.Tensor) -> torch.Tensor:  # (K^T M K + lam D^T D + mu) in Fourier
+        return Kf.conj() * torch.fft.rfft2(mask * torch.fft.irfft2(Kf * V, s=size)) + penalty * V
+
+    rhs = Kf.conj() * torch.fft.rfft2(F.pad(y, (left, right, top, bottom))) + _per_image(mu, 4) * Z
+    return _pcg(normal_op, canvas.X, rhs - normal_op(canvas.X), den, iters)
 
 
 def deconvolve(

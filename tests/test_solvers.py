@@ -266,6 +266,50 @@ def test_dwdn_starts_as_the_wiener_solver():
         assert torch.allclose(dwdn(y, k, 0.01), wiener(y, k, 0.01), atol=1e-5)
 
 
+def test_unrolled_starts_as_the_wiener_solver():
+    """Untrained, the denoiser is the identity and the Wiener estimate is a fixed point of every
+    data step, so the unrolled solver returns (up to the data steps' CG tolerance) wiener's output."""
+    y = ops.add_noise(ops.conv2d(texture(1, 3, 32, 36, seed=9), motion_kernel(7, 7), "symmetric"), 0.01,
+                      torch.Generator().manual_seed(0))
+    k = motion_kernel(7, 7)
+    unrolled = make("unrolled")
+    wiener = plugins.get("solver", "wiener")(iters=unrolled.iters)
+    with torch.no_grad():
+        x_u, x_w = unrolled(y, k, 0.01), wiener(y, k, 0.01)
+    assert (x_u - x_w).abs().mean() < 5e-4 and (x_u - x_w).abs().max() < 1e-2
+    assert abs(psnr(x_u, texture(1, 3, 32, 36, seed=9)) - psnr(x_w, texture(1, 3, 32, 36, seed=9))) < 0.02
+
+
+def test_prox_canvas_minimises_its_objective_and_keeps_the_tikhonov_fixed_point():
+    torch.manual_seed(0)
+    y = texture(1, 3, 24, 24, seed=13, dtype=torch.float64)
+    k = motion_kernel(5, 5, torch.float64)
+    lam = torch.tensor([0.01], dtype=torch.float64)
+    canvas = deconv.deconvolve_canvas(y, k, lam, iters=500)  # converged Tikhonov solution
+    size, (top, bottom, left, right) = canvas.size, canvas.pads
+    prior = deconv.gradient_spectrum(size, torch.float64)
+
+    def objective(X, Z, mu):
+        x = torch.fft.irfft2(X, s=size)
+        fit = (canvas.mask * (torch.fft.irfft2(canvas.Kf * X, s=size) - torch.nn.functional.pad(y, (left, right, top, bottom)))).square().sum()
+        gx, gy = x - x.roll(1, -1), x - x.roll(1, -2)
+        return fit + lam * (gx.square().sum() + gy.square().sum()) + mu * (x - torch.fft.irfft2(Z, s=size)).square().sum()
+
+    mu = torch.tensor([0.05], dtype=torch.float64)
+    X_fixed = deconv.prox_canvas(canvas, y, lam, mu, canvas.X, iters=4)
+    assert torch.allclose(torch.fft.irfft2(X_fixed, s=size), canvas.spatial(), atol=1e-6)
+    z = deconv.embed(texture(1, 3, 24, 24, seed=14, dtype=torch.float64), canvas)
+    Z = torch.fft.rfft2(z)
+    before = objective(canvas.X, Z, mu)
+    after = [objective(deconv.prox_canvas(canvas, y, lam, mu, Z, iters=n), Z, mu) for n in (1, 4, 40)]
+    assert before > after[0] > after[1] >= after[2] - 1e-9
+    # the exact minimiser: the normal equations hold
+    X = deconv.prox_canvas(canvas, y, lam, mu, Z, iters=500)
+    Xr = X.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(objective(Xr, Z, mu), Xr)
+    assert g.abs().max() < 1e-6 * (1 + before)
+
+
 def test_network_path_changes_output_when_trained():
     y = texture(1, 3, 32, 32, seed=10)
     k = motion_kernel(7, 7)
