@@ -42,6 +42,8 @@ CONFIGS = {
     "unguided": {"sampler": "unguided", "refine_steps": 0},
     "samples4": {"samples": 4},
     "ddpm1000": {"sampler": "ddpm", "steps": 1000},
+    "discrepancy1-c7": {"discrepancy": 1.0, "guidance_scale": 7.0},
+    "discrepancy1-c10": {"discrepancy": 1.0, "guidance_scale": 10.0},
 }
 
 

@@ -177,6 +177,7 @@ def deblur_cmd(
     downscale: Annotated[str, typer.Option(help="auto, 1 or 2: estimate the kernel on the image downscaled by this factor.")] = "auto",
     guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2 (default measured, see docs/deblur.md).")] = 4.0,
     route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).")] = "k0",
+    discrepancy: Annotated[Optional[float], typer.Option(help="tau: guide the reblur residual to tau x the noise energy instead of down to 0 (default and 0: off, the paper's loss; see docs/deblur.md).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same output.")] = 0,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).")] = None,
     final_sigma_floor: Annotated[float, typer.Option(help="Blind: the final deconvolution regularises as if the noise std were at least this.")] = 0.03,
@@ -206,6 +207,8 @@ def deblur_cmd(
             "sigma": sigma, "final_sigma_floor": final_sigma_floor, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
             "kernel_size": kernel_size,
         }
+        if discrepancy is not None:  # absent: the measured default of BlindSettings; 0: the paper's plain loss
+            options["discrepancy"] = None if discrepancy == 0 else discrepancy
         if method in ("kernel-diff", "unguided"):
             options.pop("kernel_size")
             if kernel_size is not None:

@@ -41,6 +41,7 @@ class BlindSettings:
     solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
     guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
+    discrepancy: float | None = None  # tau: guide R towards tau N sigma^2 instead of down (None: the paper's R)
     window: int = 256  # side of the kernel-estimation window
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
     downscale: str = "auto"  # "auto", "1" or "2": estimate on the image downscaled by this factor
@@ -58,6 +59,8 @@ class BlindSettings:
             raise KdiffError(f"--route must be k0 or kt, got {self.route!r}")
         if self.downscale not in ("auto", "1", "2"):
             raise KdiffError(f"--downscale must be auto, 1 or 2, got {self.downscale!r}")
+        if self.discrepancy is not None and not self.discrepancy > 0:
+            raise KdiffError(f"--discrepancy must be > 0, got {self.discrepancy}")
         if self.final_sigma_floor < 0:
             raise KdiffError(f"--final-sigma-floor must be >= 0, got {self.final_sigma_floor}")
         if self.window < 32:
@@ -184,7 +187,8 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
     generator = torch.Generator().manual_seed(int(settings.seed))
     guidance = None
     if settings.sampler != "unguided":
-        guidance = ReblurGuidance(solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route)
+        guidance = ReblurGuidance(solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
+                                  discrepancy=settings.discrepancy)
     steps = settings.steps or sampler.default_steps
     stage = f"x{factor} sampling" if factor > 1 else "sampling"
 
@@ -194,7 +198,7 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
 
     result = sampler.sample(model, schedule, y_batch, steps=steps, guidance=guidance, generator=generator, callback=on_step)
     k = result.k
-    g_refine = guidance or ReblurGuidance(solver, y_batch, settings.sigma)
+    g_refine = guidance or ReblurGuidance(solver, y_batch, settings.sigma, discrepancy=settings.discrepancy)
     ref = refine(
         g_refine,
         k,
@@ -202,7 +206,7 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
         callback=lambda j, r: callback and callback("refining", j + 1, settings.refine_steps, {"residual": float(r.min())}),
     )
     residuals = ref.residual.tolist()
-    best = int(torch.argmin(ref.residual))
+    best = int(torch.argmin(g_refine.penalty(ref.residual)))
     k_best = ops.center_kernel(ref.k[best : best + 1])
     refine_trace = [step[best] for step in ref.trace]
     roi = (x0 * factor, y0 * factor, w * factor, h * factor)

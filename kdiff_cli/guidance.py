@@ -6,6 +6,15 @@ The guidance objective for a kernel estimate ``k0`` (nonnegative, sum 1) is the 
 
 with ``F`` a differentiable non-blind solver. Its gradient steers each reverse diffusion step; the
 step size follows the supplement's eq. (33): ``delta = c / R(k0_hat)``.
+
+``R`` alone is minimised by kernels that are too small: with a regularised ``F``, a delta kernel
+reblurs to almost exactly ``y`` (``R`` ~ 0), while the true kernel leaves the noise,
+``R ~ N sigma^2`` (N values per image). ``discrepancy = tau`` therefore replaces ``R`` by the
+discrepancy-principle penalty ``E(k0) = R - T log R`` with ``T = tau N sigma^2`` (``sigma`` given
+or estimated from ``y``): its gradient ``(1 - T / R) grad R`` is the paper's while ``R >> T``,
+vanishes at the noise level and turns back when ``R`` falls below it, so the kernel prior chooses
+among the kernels that explain ``y`` to within the noise (Morozov's discrepancy principle).
+``discrepancy = None`` is the paper's plain reblur loss.
 """
 
 from __future__ import annotations
@@ -32,12 +41,28 @@ class ReblurGuidance:
     boundary: str = "symmetric"  # boundary of the forward model k * x
     scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for the 2k/max(k)-1 map; authors 0.04, supplement 0.1)
     route: str = "k0"  # gradient w.r.t. "k0" (k0_hat only, cheap) or "kt" (through the U-Net, as written)
+    discrepancy: float | None = None  # tau: penalise |R - tau N sigma^2| instead of R (None: the paper's R)
 
     def residual(self, k: torch.Tensor) -> torch.Tensor:
         """``||y - k * F(y, k)||^2`` per image, shape (B,)."""
         x0 = self.solver(self.y, k, self.sigma)
         r = self.y - ops.conv2d(x0, k, self.boundary)
         return r.pow(2).flatten(1).sum(1)
+
+    def noise_energy(self) -> torch.Tensor:
+        """``N sigma^2`` per image (B,): the reblur residual the true kernel leaves."""
+        from kdiff_cli import deconv
+
+        sigma = deconv.noise_level(self.sigma, self.y).to(self.y.dtype)
+        return self.y[0].numel() * sigma.square()
+
+    def penalty(self, residual: torch.Tensor) -> torch.Tensor:
+        """The objective that guidance and Stage II minimise, from ``R`` (B,): ``R`` itself, or the
+        discrepancy penalty ``R - T log R`` with ``T = tau N sigma^2``."""
+        if self.discrepancy is None:
+            return residual
+        target = self.discrepancy * self.noise_energy()
+        return residual - target * residual.clamp(min=1e-12).log()
 
     def step_size(self, residual: torch.Tensor) -> torch.Tensor:
         """``delta = c / R`` per image (eq. 33), shaped to broadcast over kernels."""
@@ -79,7 +104,7 @@ def refine(
     for j in range(steps):
         kk = k.detach().requires_grad_(True)
         r = guidance.residual(kk)
-        (g,) = torch.autograd.grad(r.sum(), kk)
+        (g,) = torch.autograd.grad(guidance.penalty(r).sum(), kk)
         if step is None:
             # first step moves the largest kernel entry by about 20% of the peak value
             peak = k.flatten(1).amax(1).reshape(-1, 1, 1, 1)
@@ -88,7 +113,7 @@ def refine(
         with torch.no_grad():
             trial = project_kernel(k - step * g)
             r_trial = guidance.residual(trial)
-            better = (r_trial < r.detach()).reshape(-1, 1, 1, 1)
+            better = (guidance.penalty(r_trial) < guidance.penalty(r.detach())).reshape(-1, 1, 1, 1)
             k = torch.where(better, trial, k)
             res = torch.where(better.flatten(), r_trial, r.detach())
             step = torch.where(better, step * 1.2, step * 0.5)

@@ -92,7 +92,7 @@ def reverse_diffusion(
             k0_src = k0_hat if through_net else wrt
             with torch.enable_grad():
                 r = guidance.residual(diffusion.from_diffusion(k0_src))
-                (grad,) = torch.autograd.grad(r.sum(), wrt)
+                (grad,) = torch.autograd.grad(guidance.penalty(r).sum(), wrt)
             k_prev = k_prev - guidance.step_size(r) * grad.detach()
             residual = r.detach()
             trace.append(residual.tolist())

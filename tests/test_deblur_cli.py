@@ -125,3 +125,18 @@ def test_alternating_method_through_deblur(photos):
     k = np.load(out / "a_kernel.npy")
     assert k.shape == (15, 15) and abs(k.sum() - 1) < 1e-5
     assert json.loads((out / "report.json").read_text())["a.png"]["method"] == "alternating"
+
+
+def test_discrepancy_option_reaches_the_pipeline_and_changes_the_kernel(tiny_weights, photos):
+    plain, disc = photos / "plain", photos / "disc"
+    noisy = ["--sigma", "0.05"]  # the test photo is noise-free: give the penalty a noise level to aim at
+    assert run(photos / "a.png", "--out", plain, "--weights", tiny_weights, *noisy, *FAST).exit_code == 0
+    r = run(photos / "a.png", "--out", disc, "--weights", tiny_weights, "--discrepancy", "1", *noisy, *FAST)
+    assert r.exit_code == 0, r.output
+    assert json.loads((plain / "report.json").read_text())["a.png"]["settings"]["discrepancy"] is None
+    assert json.loads((disc / "report.json").read_text())["a.png"]["settings"]["discrepancy"] == 1.0
+    assert not np.array_equal(np.load(plain / "a_kernel.npy"), np.load(disc / "a_kernel.npy"))
+    for value in ("nan", "-1"):
+        bad = run(photos / "a.png", "--out", photos / "x", "--weights", tiny_weights, "--discrepancy", value, *FAST)
+        assert bad.exit_code == 2 and "--discrepancy must be > 0" in bad.output
+    assert not (photos / "x").exists() or not any((photos / "x").iterdir())

@@ -132,3 +132,40 @@ def test_settings_and_roi_validation():
     assert parse_roi("1,2,300,400") == (1, 2, 300, 400)
     with pytest.raises(KdiffError, match="--roi"):
         parse_roi("1,2,3")
+
+
+def test_reblur_residual_favours_small_kernels_and_discrepancy_corrects_it():
+    """With a regularised solver a delta kernel reblurs y almost exactly (R << N sigma^2) while the
+    true kernel leaves the noise (R ~ N sigma^2); the discrepancy penalty ranks the truth first."""
+    from kdiff_cli import plugins as plg
+
+    x = texture(64, 64, seed=5)
+    k_true = motion_kernel()
+    sigma = 0.02
+    y = ops.add_noise(ops.conv2d(x, k_true, "symmetric"), torch.tensor([sigma]), torch.Generator().manual_seed(0))
+    delta = torch.zeros_like(k_true)
+    delta[0, 0, 8, 8] = 1.0
+    g = ReblurGuidance(plg.get("solver", "wiener")(), y, sigma)
+    T = g.noise_energy()
+    assert T.item() == pytest.approx(y[0].numel() * sigma**2)
+    with torch.no_grad():
+        r_true, r_delta = g.residual(k_true), g.residual(delta)
+    assert r_delta < 0.3 * r_true, "the plain reblur loss prefers the delta kernel"
+    assert 0.5 < (r_true / T).item() < 1.5, "the true kernel leaves about the noise energy"
+    g.discrepancy = 1.0
+    assert g.penalty(r_true) < g.penalty(r_delta), "the discrepancy penalty prefers the true kernel"
+
+
+def test_discrepancy_penalty_is_minimal_at_the_noise_level():
+    y = torch.zeros(2, 3, 8, 8)
+    g = ReblurGuidance(Tikhonov(), y, sigma=torch.tensor([0.1, 0.2]), discrepancy=2.0)
+    T = 2.0 * 192 * torch.tensor([0.01, 0.04])
+    r = torch.stack([T * f for f in (0.5, 0.99, 1.0, 1.01, 2.0)], dim=1).requires_grad_(True)  # (2, 5)
+    pen = torch.stack([g.penalty(r[:, j]) for j in range(5)], dim=1)
+    (grad,) = torch.autograd.grad(pen.sum(), r)
+    assert (pen.argmin(dim=1) == 2).all()
+    assert (grad[:, :2] < 0).all() and (grad[:, 3:] > 0).all()
+    assert torch.allclose(grad[:, 2], torch.zeros(2), atol=1e-6)
+    assert torch.allclose(grad[:, 4], torch.full((2,), 0.5))  # 1 - T / R at R = 2T
+    g.discrepancy = None
+    assert torch.equal(g.penalty(r[:, 0]), r[:, 0])
