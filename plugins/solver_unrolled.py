@@ -3,9 +3,9 @@
 In the spirit of USRNet (Zhang et al. 2020) and photon-limited unrolling (Sanghvi et al. 2022).
 HQS splits ``min_x ||M (k * x) - y||^2 + lam ||D x||^2 + R(x)`` into alternating steps
 
-* prior step ``z_i = x_i + D(x_i, maps)``: a residual CNN denoiser, shared by all stages
-  (FFDNet-like: 2x2 pixel-unshuffle, ``depth`` 3x3 convolutions of ``width`` channels,
-  pixel-shuffle back), told the input noise level ``sigma`` and the stage ``(i + 1) / stages``;
+* prior step ``z_i = x_i + D(x_i, maps)``: a residual denoiser shared by all stages (a small
+  ResUNet as in USRNet: 2x2 pixel-unshuffle, three levels of ``widths`` channels, pixel-shuffle
+  back), told the input noise level ``sigma`` and the stage ``(i + 1) / stages``;
 * data step ``x_{i+1} = argmin ||M (k * x) - y||^2 + lam_i ||D x||^2 + mu_i ||x - z_i||^2``
   (:func:`kdiff_cli.deconv.prox_canvas`: the unknown-boundary model of the Wiener solver, so the
   edges do not ring, solved by a few CG steps), with learned per-stage weights
@@ -32,27 +32,61 @@ from kdiff_cli.hookspecs import hookimpl
 SIGMA_SCALE = 10.0
 
 
-class Denoiser(nn.Module):
-    """Residual CNN ``x -> x + r(x, maps)`` working on 2x2 pixel-unshuffled RGB."""
+class ResBlock(nn.Module):
+    """``x + conv(relu(conv(x)))``."""
 
-    def __init__(self, width: int = 48, depth: int = 5, maps: int = 2):
+    def __init__(self, width: int):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(12 + maps, width, 3, padding=1), nn.ReLU()]
-        for _ in range(depth - 2):
-            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
-        for conv in layers[::2]:  # He init: activations keep their scale through the plain ReLU stack
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-        last = nn.Conv2d(width, 12, 3, padding=1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.body = nn.Sequential(*layers, last)
+        self.a = nn.Conv2d(width, width, 3, padding=1)
+        self.b = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(F.relu(self.a(x)))
+
+
+class Denoiser(nn.Module):
+    """Residual U-Net ``x -> x + r(x, maps)`` on 2x2 pixel-unshuffled RGB (USRNet's ResUNet, small).
+
+    Levels at 1/2, 1/4, 1/8 of the image size with ``widths`` channels and ``blocks`` residual
+    blocks each (the last level is the bottleneck); strided-conv downsampling, transposed-conv
+    upsampling, additive skips. The receptive field spans the ringing of a 64 x 64 kernel, which a
+    plain stack of 3x3 convolutions does not. The output convolution starts at zero.
+    """
+
+    def __init__(self, widths=(32, 64, 128), blocks: int = 1, maps: int = 2):
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if not widths or min(widths) < 1 or blocks < 1:
+            raise KdiffError(f"unrolled denoiser needs positive widths and blocks, got {widths}, {blocks}")
+        self.head = nn.Conv2d(12 + maps, widths[0], 3, padding=1)
+        self.down_blocks = nn.ModuleList(
+            nn.Sequential(*[ResBlock(w) for _ in range(blocks)]) for w in widths[:-1])
+        self.downs = nn.ModuleList(
+            nn.Conv2d(a, b, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
+        self.bottleneck = nn.Sequential(*[ResBlock(widths[-1]) for _ in range(blocks)])
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(b, a, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
+        self.up_blocks = nn.ModuleList(
+            nn.Sequential(*[ResBlock(w) for _ in range(blocks)]) for w in widths[:-1])
+        self.tail = nn.Conv2d(widths[0], 12, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+        self.multiple = 2 ** len(widths)  # input sizes must divide by this
 
     def forward(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, 3, H, W) with H, W even; ``levels`` (B, maps) constant maps."""
+        """``x`` (B, 3, H, W) with H, W multiples of :attr:`multiple`; ``levels`` (B, maps)."""
         u = F.pixel_unshuffle(x - 0.5, 2)
         maps = levels[:, :, None, None].expand(-1, -1, *u.shape[-2:])
-        return x + F.pixel_shuffle(self.body(torch.cat([u, maps], dim=1)), 2)
+        h = self.head(torch.cat([u, maps], dim=1))
+        skips = []
+        for block, down in zip(self.down_blocks, self.downs):
+            h = block(h)
+            skips.append(h)
+            h = down(h)
+        h = self.bottleneck(h)
+        for block, up, skip in zip(reversed(self.up_blocks), reversed(self.ups), reversed(skips)):
+            h = block(up(h) + skip)
+        return x + F.pixel_shuffle(self.tail(h), 2)
 
 
 class UnrolledSolver(nn.Module):
@@ -65,8 +99,8 @@ class UnrolledSolver(nn.Module):
     def __init__(
         self,
         stages: int = 4,  # prior (denoiser) steps; a data step sits between consecutive ones
-        width: int = 64,  # denoiser channels
-        depth: int = 6,  # denoiser 3x3 convolutions
+        widths=(32, 64, 128),  # denoiser U-Net channels at 1/2, 1/4, 1/8 of the image size
+        blocks: int = 1,  # residual blocks per U-Net level
         log_mu: float = 0.0,  # initial b_i of the data steps' pull mu_i = exp(b_i) lam (then learned)
         lambda_scale: float = 100.0,  # lam = lambda_scale sigma^2 + lambda_floor (x_0 and data steps)
         lambda_floor: float = 1e-3,
@@ -80,7 +114,7 @@ class UnrolledSolver(nn.Module):
         self.stages = int(stages)
         self.lambda_scale, self.lambda_floor = float(lambda_scale), float(lambda_floor)
         self.margin, self.iters, self.step_iters = float(margin), int(iters), int(step_iters)
-        self.denoiser = Denoiser(width, depth, maps=2)
+        self.denoiser = Denoiser(widths, blocks, maps=2)
         steps = max(self.stages - 1, 1)
         self.log_mu = nn.Parameter(torch.full((steps,), float(log_mu)))
         self.log_lam = nn.Parameter(torch.zeros(steps))
@@ -94,7 +128,8 @@ class UnrolledSolver(nn.Module):
         lam = self.lambda_scale * sigma.square() + self.lambda_floor
         canvas = deconv.deconvolve_canvas(y3, k, lam, self.margin, self.iters)
         H, W = y.shape[-2:]
-        ph, pw = H % 2, W % 2  # the denoiser works on even sizes
+        m = self.denoiser.multiple  # the denoiser works on sizes that divide by m
+        ph, pw = -H % m, -W % m
         noise_map = SIGMA_SCALE * sigma
         z = canvas.image()
         for i in range(self.stages):

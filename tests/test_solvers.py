@@ -19,7 +19,7 @@ SOLVERS = ("wiener", "dwdn", "unrolled")
 SMALL = {
     "wiener": {},
     "dwdn": {"features": 4, "feature_blocks": 1, "widths": [8, 8, 8], "blocks": [0, 1, 1]},
-    "unrolled": {"stages": 2, "width": 8, "depth": 3},
+    "unrolled": {"stages": 2, "widths": [4, 8], "blocks": 1},
 }
 
 
