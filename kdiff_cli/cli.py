@@ -137,6 +137,9 @@ def train_cmd(
     export: Annotated[
         Optional[Path], typer.Option(help="Also write the final EMA weights here (e.g. weights/dwdn.safetensors).")
     ] = None,
+    init: Annotated[
+        Optional[str], typer.Option(help="Fine-tune: start from these weights (shipped name or path; sets train.init).")
+    ] = None,
 ):
     """Train a model; checkpoints, log.csv, loss.png and ema.safetensors go to the run folder.
 
@@ -144,8 +147,9 @@ def train_cmd(
     """
     from kdiff_cli import progress, train
 
+    overrides = list(set_ or []) + ([f"train.init={init}"] if init else [])
     result = train.run(
-        task, config_file=config, overrides=set_ or [], out=out, resume=resume, device=device, steps=steps,
+        task, config_file=config, overrides=overrides, out=out, resume=resume, device=device, steps=steps,
         export=export, bar=progress.task_bar, echo=lambda m: typer.echo(m, err=True),
     )
     if result.weights is not None:

@@ -69,6 +69,7 @@ BASE_DEFAULTS: dict[str, Any] = {
         "val_every": 500,  # validation (and loss-curve PNG) every N steps; 0 = only at the end
         "ckpt_every": 500,  # checkpoint every N steps (and always at the end)
         "keep_every": 0,  # also keep ckpt-<step>.pt every N steps; 0 = only ckpt-latest.pt
+        "init": "",  # start from these weights (shipped name or .safetensors path); "" = random init
     },
 }
 

@@ -43,6 +43,7 @@ from kdiff_cli import __version__
 from kdiff_cli import config as config_mod
 from kdiff_cli import data as data_mod
 from kdiff_cli import tasks as tasks_mod
+from kdiff_cli import weights as weights_mod
 from kdiff_cli.device import resolve_device
 from kdiff_cli.io import atomic_path
 from kdiff_cli.errors import KdiffError
@@ -230,6 +231,16 @@ def autocast(device: torch.device, precision: str) -> ContextManager:
         raise KdiffError('train.precision = "fp16" needs CUDA; use "bf16" on the CPU')
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def init_weights(model: torch.nn.Module, name_or_path: str, task_name: str) -> dict:
+    """Load ``train.init`` into ``model``; a file of another task or architecture is an error."""
+    state, meta = weights_mod.read(name_or_path)
+    path = weights_mod.resolve(name_or_path)
+    if meta.get("task") not in (None, task_name):
+        raise KdiffError(f"train.init: {path} holds {meta['task']!r} weights, not {task_name!r}")
+    weights_mod.load_into(model, path)
+    return meta
 
 
 def check_train_config(cfg: dict) -> None:
@@ -468,6 +479,10 @@ def fit(
         else:  # another process count: fresh streams for this step (not an exact continuation)
             rngs = Rngs.seeded(cfg["seed"] + 1_000_003 * step, dist.rank)
             echo(f"note: checkpoint from {len(saved)} processes, now {dist.world_size}: new random streams")
+    elif t["init"]:  # fine-tune: model and EMA start from a weights file of the same task
+        init_weights(model, t["init"], task.name)
+        ema.module.load_state_dict(model.state_dict())
+        echo(f"initialised from {weights_mod.resolve(t['init'])}")
     stop = steps if stop_at is None else min(stop_at, steps)
 
     net: torch.nn.Module = model

@@ -529,3 +529,26 @@ def test_shipped_solver_configs(name, monkeypatch):
     assert d["train_dir"] == str((TESTS_DIR.parent.parent / "shared" / "data" / "train").resolve())
     assert d["generators"] == ["borodenko", "boracchi-foi"] and d["kernel_size"] == 64 and d["crop"] == 128
     assert (d["sigma_min"], d["sigma_max"]) == (0.0, 0.03) and cfg["train"]["threads"] == 1
+
+
+def test_init_fine_tunes_from_weights_and_refuses_other_tasks(toy, dataset, tmp_path):
+    """train.init: model and EMA start from the file (not the seeded random init); another
+    task's weights are a one-line error naming the file."""
+    ov = _data_overrides(dataset)
+    first = train.run("toy", overrides=ov + ["train.steps=4"], out=tmp_path / "a")
+    start, _ = weights.read(first.weights)
+    tuned = train.run("toy", overrides=ov + [f"train.init={first.weights}", "train.steps=1", "train.lr=1e-12",
+                                             "train.warmup=0"], out=tmp_path / "b")
+    after, meta = weights.read(tuned.weights)
+    assert meta["config"]["train"]["init"] == str(first.weights)
+    torch.manual_seed(0)
+    random_init = ToyTask().build_model({"model": {"width": 4}}).state_dict()
+    for k in start:
+        assert torch.allclose(after[k], start[k], atol=1e-6)
+    assert not torch.allclose(after["body.0.weight"], random_init["body.0.weight"], atol=1e-3)
+    other = tmp_path / "other.safetensors"
+    weights.save(other, start, {"task": "dwdn"})
+    with pytest.raises(KdiffError, match="other.safetensors.*'dwdn'"):
+        train.run("toy", overrides=ov + [f"train.init={other}"], out=tmp_path / "c")
+    with pytest.raises(KdiffError, match="nothing.safetensors"):
+        train.run("toy", overrides=ov + [f"train.init={tmp_path / 'nothing.safetensors'}"], out=tmp_path / "d")
