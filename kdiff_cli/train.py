@@ -233,14 +233,14 @@ def autocast(device: torch.device, precision: str) -> ContextManager:
     return torch.autocast(device.type, dtype=dtype)
 
 
-def init_weights(model: torch.nn.Module, name_or_path: str, task_name: str) -> dict:
-    """Load ``train.init`` into ``model``; a file of another task or architecture is an error."""
-    state, meta = weights_mod.read(name_or_path)
+def check_init(name_or_path: str, task_name: str) -> Path:
+    """The path of ``train.init``, checked from its header: a missing file or another task's
+    weights is an error naming it (before the run folder is made)."""
     path = weights_mod.resolve(name_or_path)
+    _, meta = weights_mod.read(path, tensors=False)
     if meta.get("task") not in (None, task_name):
         raise KdiffError(f"train.init: {path} holds {meta['task']!r} weights, not {task_name!r}")
-    weights_mod.load_into(model, path)
-    return meta
+    return path
 
 
 def check_train_config(cfg: dict) -> None:
@@ -480,9 +480,10 @@ def fit(
             rngs = Rngs.seeded(cfg["seed"] + 1_000_003 * step, dist.rank)
             echo(f"note: checkpoint from {len(saved)} processes, now {dist.world_size}: new random streams")
     elif t["init"]:  # fine-tune: model and EMA start from a weights file of the same task
-        init_weights(model, t["init"], task.name)
+        path = weights_mod.resolve(t["init"])  # checked by run(): check_init
+        weights_mod.load_state(model, weights_mod.read(path)[0], path)
         ema.module.load_state_dict(model.state_dict())
-        echo(f"initialised from {weights_mod.resolve(t['init'])}")
+        echo(f"initialised from {path}")
     stop = steps if stop_at is None else min(stop_at, steps)
 
     net: torch.nn.Module = model
@@ -582,12 +583,10 @@ def fit(
             "machine": machine_info(device, dist.world_size), "validation": last_val, "config": cfg,
             **task.weights_metadata(cfg),
         }
-        from kdiff_cli import weights
-
         state = {k: v.detach().clone() for k, v in ema.module.state_dict().items()}
-        result.weights = weights.save(run_dir / EMA_NAME, state, meta)
+        result.weights = weights_mod.save(run_dir / EMA_NAME, state, meta)
         if export:
-            result.exported = weights.save(export, state, meta)
+            result.exported = weights_mod.save(export, state, meta)
     dist.barrier()
     return result
 
@@ -645,6 +644,8 @@ def run(
         cfg = config_mod.resolve(task.name, task.defaults, config_file, overrides)
         run_dir = Path(out) if out is not None else default_run_dir(task.name)
     check_train_config(cfg)
+    if resume_state is None and cfg["train"]["init"]:
+        check_init(cfg["train"]["init"], task.name)
 
     # every rank must agree on the folder (the default name holds a timestamp)
     dist.init(pick_device(cfg["train"]["device"], dist.local_rank))

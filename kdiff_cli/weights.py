@@ -48,15 +48,16 @@ def save(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict
     return Path(path)
 
 
-def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read tensors and metadata; a bad file raises :class:`KdiffError` naming it."""
+def read(path: str | os.PathLike, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read tensors (none with ``tensors=False``: the header only) and metadata; a bad file
+    raises :class:`KdiffError` naming it."""
     from safetensors import safe_open
 
     path = resolve(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("kdiff", "{}"))
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except KdiffError:
         raise
     except Exception as e:  # safetensors raises several types for truncated/corrupt headers
@@ -67,11 +68,17 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
 def load_into(module: torch.nn.Module, path: str | os.PathLike, strict: bool = True) -> dict:
     """Load a weights file into ``module``; a mismatched file raises :class:`KdiffError` naming it."""
     state, meta = read(path)
+    load_state(module, state, path, strict)
+    return meta
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike,
+               strict: bool = True) -> None:
+    """Load ``state`` read from ``path`` into ``module``; a mismatch raises :class:`KdiffError` naming it."""
     try:
         missing, unexpected = module.load_state_dict(state, strict=strict)
     except RuntimeError as e:
         first = str(e).splitlines()[0] if str(e) else "shape mismatch"
         detail = " ".join(str(e).split())[:200]
         raise KdiffError(f"weights file {resolve(path)} does not match the model: {detail or first}") from None
-    return meta
 

@@ -28,30 +28,7 @@ from torch import nn
 from kdiff_cli import deconv, ops
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
-
-
-class ResBlock(nn.Module):
-    """``x + conv(relu(conv(x)))`` at a fixed width."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
-
-
-def _zero_conv(cin: int, cout: int) -> nn.Conv2d:
-    """A 3x3 output convolution initialised to zero (the network starts as the identity)."""
-    conv = nn.Conv2d(cin, cout, 3, padding=1)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
-
-
-def _blocks(width: int, count: int) -> nn.Sequential:
-    return nn.Sequential(*[ResBlock(width) for _ in range(count)])
+from kdiff_cli.layers import res_blocks, zero_conv
 
 
 def _up(r: torch.Tensor) -> torch.Tensor:
@@ -95,27 +72,27 @@ class DWDNSolver(nn.Module):
         self.margin, self.iters = float(margin), int(iters)
         # 1. feature extraction
         self.head = nn.Conv2d(3, features, 5, padding=2)
-        self.feature_blocks = nn.Sequential(*[ResBlock(features) for _ in range(feature_blocks)])
+        self.feature_blocks = res_blocks(features, feature_blocks)
         # 2. per-feature log multiplier of the noise-to-signal ratio
         self.log_nsr = nn.Parameter(torch.zeros(features))
         # 3. encoder (inputs: deconvolved features + image-space Wiener estimate, at each scale)
         cin = features + 3
         self.enc1 = nn.Conv2d(cin, w1, 3, padding=1)
-        self.enc1_blocks = _blocks(w1, b1)
+        self.enc1_blocks = res_blocks(w1, b1)
         self.down2 = nn.Conv2d(w1, w2, 3, stride=2, padding=1)
         self.inject2 = nn.Conv2d(cin, w2, 1)
-        self.enc2_blocks = _blocks(w2, b2)
+        self.enc2_blocks = res_blocks(w2, b2)
         self.down3 = nn.Conv2d(w2, w3, 3, stride=2, padding=1)
         self.inject3 = nn.Conv2d(cin, w3, 1)
-        self.enc3_blocks = _blocks(w3, b3)
+        self.enc3_blocks = res_blocks(w3, b3)
         # decoder, coarse to fine; out* predict the correction at each scale
-        self.out3 = _zero_conv(w3, 3)
+        self.out3 = zero_conv(w3, 3)
         self.up2 = nn.ConvTranspose2d(w3, w2, 2, stride=2)
-        self.dec2_blocks = _blocks(w2, b2)
-        self.out2 = _zero_conv(w2, 3)
+        self.dec2_blocks = res_blocks(w2, b2)
+        self.out2 = zero_conv(w2, 3)
         self.up1 = nn.ConvTranspose2d(w2, w1, 2, stride=2)
-        self.dec1_blocks = _blocks(w1, b1)
-        self.out1 = _zero_conv(w1, 3)
+        self.dec1_blocks = res_blocks(w1, b1)
+        self.out1 = zero_conv(w1, 3)
 
     def regularization(self, sigma: torch.Tensor) -> torch.Tensor:
         """Image-space ``lambda(sigma)`` per image, shape (B,)."""

@@ -27,21 +27,10 @@ from torch import nn
 from kdiff_cli import deconv, ops
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
+from kdiff_cli.layers import res_blocks, zero_conv
 
 #: the denoiser sees sigma scaled by this, so its input map is O(1)
 SIGMA_SCALE = 10.0
-
-
-class ResBlock(nn.Module):
-    """``x + conv(relu(conv(x)))``."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.a = nn.Conv2d(width, width, 3, padding=1)
-        self.b = nn.Conv2d(width, width, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.b(F.relu(self.a(x)))
 
 
 class Denoiser(nn.Module):
@@ -59,18 +48,14 @@ class Denoiser(nn.Module):
         if not widths or min(widths) < 1 or blocks < 1:
             raise KdiffError(f"unrolled denoiser needs positive widths and blocks, got {widths}, {blocks}")
         self.head = nn.Conv2d(12 + maps, widths[0], 3, padding=1)
-        self.down_blocks = nn.ModuleList(
-            nn.Sequential(*[ResBlock(w) for _ in range(blocks)]) for w in widths[:-1])
+        self.down_blocks = nn.ModuleList(res_blocks(w, blocks) for w in widths[:-1])
         self.downs = nn.ModuleList(
             nn.Conv2d(a, b, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
-        self.bottleneck = nn.Sequential(*[ResBlock(widths[-1]) for _ in range(blocks)])
+        self.bottleneck = res_blocks(widths[-1], blocks)
         self.ups = nn.ModuleList(
             nn.ConvTranspose2d(b, a, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
-        self.up_blocks = nn.ModuleList(
-            nn.Sequential(*[ResBlock(w) for _ in range(blocks)]) for w in widths[:-1])
-        self.tail = nn.Conv2d(widths[0], 12, 3, padding=1)
-        nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        self.up_blocks = nn.ModuleList(res_blocks(w, blocks) for w in widths[:-1])
+        self.tail = zero_conv(widths[0], 12)
         self.multiple = 2 ** len(widths)  # input sizes must divide by this
 
     def forward(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

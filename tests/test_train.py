@@ -550,5 +550,6 @@ def test_init_fine_tunes_from_weights_and_refuses_other_tasks(toy, dataset, tmp_
     weights.save(other, start, {"task": "dwdn"})
     with pytest.raises(KdiffError, match="other.safetensors.*'dwdn'"):
         train.run("toy", overrides=ov + [f"train.init={other}"], out=tmp_path / "c")
+    assert not (tmp_path / "c").exists()  # checked before the run folder is made
     with pytest.raises(KdiffError, match="nothing.safetensors"):
         train.run("toy", overrides=ov + [f"train.init={tmp_path / 'nothing.safetensors'}"], out=tmp_path / "d")
