@@ -241,29 +241,54 @@ def estimate_kernel(
     y: torch.Tensor,
     settings: AlternatingSettings,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
+    k_init: torch.Tensor | None = None,
+    start: float = 0.0,
 ) -> AlternatingResult:
-    """Coarse-to-fine alternating minimization on the luminance of ``y`` (1, C, H, W) in [0, 1]."""
+    """Coarse-to-fine alternating minimization on the luminance of ``y`` (1, C, H, W) in [0, 1].
+
+    ``k_init`` (1, 1, s, s), nonnegative, replaces ``settings.init``: the pyramid then starts at the
+    first level whose kernel side is at least ``start * kernel_size`` (``k_init`` resampled to it),
+    so a good initial kernel (a Kernel-Diff sample, Stage II ``alternating``) is refined over the
+    finer levels only. ``start = 0`` runs every level.
+    """
     with _one_cpu_thread(y.device):
-        return _estimate_kernel(y, settings, callback)
+        return _estimate_kernel(y, settings, callback, k_init, start)
 
 
-def _estimate_kernel(y, settings, callback) -> AlternatingResult:
+def resample_kernel(k: torch.Tensor, size: int) -> torch.Tensor:
+    """A kernel (1, 1, s, s) on a ``size x size`` canvas: area-averaged down or bilinear up, projected."""
+    if k.shape[-1] == size:
+        return ops.center_kernel(ops.normalize_kernel(k))
+    if k.shape[-1] > size:
+        return ops.center_kernel(ops.normalize_kernel(F.interpolate(k, size=(size, size), mode="area")))
+    return upsample_kernel(k, size)
+
+
+def _estimate_kernel(y, settings, callback, k_init=None, start=0.0) -> AlternatingResult:
     if y.dim() != 4 or y.shape[0] != 1:
         raise KdiffError(f"the alternating method takes one image (1, C, H, W), got shape {tuple(y.shape)}")
     H, W = y.shape[-2:]
     settings.check(H, W)
+    if not 0 <= start <= 1:
+        raise KdiffError(f"start must be in [0, 1], got {start}")
     dtype = torch.float32 if y.device.type == "mps" else torch.float64
     gray = luminance(y.detach().to(dtype))
     sizes = pyramid_kernel_sizes(settings.kernel_size, settings.ratio, settings.min_kernel)
+    if k_init is None:
+        generator = torch.Generator().manual_seed(int(settings.seed))
+        k = initial_kernel(sizes[0], settings.init, generator, dtype).to(y.device)
+    else:
+        if k_init.dim() != 4 or k_init.shape[:2] != (1, 1) or k_init.shape[-1] != k_init.shape[-2]:
+            raise KdiffError(f"the initial kernel must be (1, 1, s, s), got shape {tuple(k_init.shape)}")
+        sizes = [s for s in sizes if s >= start * settings.kernel_size] or sizes[-1:]
+        k = resample_kernel(k_init.detach().to(device=y.device, dtype=dtype).clamp(min=0), sizes[0])
     total = len(sizes) * settings.iterations
-    generator = torch.Generator().manual_seed(int(settings.seed))
-    k = initial_kernel(sizes[0], settings.init, generator, dtype).to(y.device)
     residual: list[float] = []
     level_of: list[int] = []
     x = gray
     step = 0
     for level, ks in enumerate(sizes):
-        if level > 0:
+        if k.shape[-1] != ks:
             k = upsample_kernel(k, ks)
         scale = ks / settings.kernel_size
         hl, wl = max(ks, round(H * scale)), max(ks, round(W * scale))

@@ -173,7 +173,8 @@ def deblur_cmd(
     sampler: Annotated[str, typer.Option(help="Kernel sampler: ddim, ddpm, unguided.")] = "ddim",
     steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps (default: the sampler's; ddpm 1000, ddim 25).")] = None,
     samples: Annotated[int, typer.Option(help="Kernels sampled as one batch; the lowest reblur residual wins.")] = 1,
-    refine_steps: Annotated[int, typer.Option(help="Stage II refinement steps J.")] = 20,
+    refiner: Annotated[str, typer.Option(help="Stage II refiner: alternating (default, measured) or reblur (the paper's gradient steps).")] = "alternating",
+    refine_steps: Annotated[Optional[int], typer.Option(help="Stage II steps (default: the refiner's; reblur 20 gradient steps, alternating 10 rounds per level; 0: none).")] = None,
     kernel_size: Annotated[Optional[int], typer.Option(help="Kernel size (must match the kernel-diff weights; alternating: any).")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Kernel-diff weights: shipped name or .safetensors path.")] = None,
     solver_weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).")] = None,
@@ -206,7 +207,7 @@ def deblur_cmd(
         failed = report.failed
     else:
         options = {
-            "sampler": sampler, "steps": steps, "samples": samples, "refine_steps": refine_steps, "solver": solver,
+            "sampler": sampler, "steps": steps, "samples": samples, "refiner": refiner, "refine_steps": refine_steps, "solver": solver,
             "guidance_scale": guidance_scale, "route": route, "roi": deblur.parse_roi(roi), "downscale": downscale,
             "sigma": sigma, "final_sigma_floor": final_sigma_floor, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
             "kernel_size": kernel_size,
@@ -220,7 +221,9 @@ def deblur_cmd(
         bars: dict = {}
 
         def on_progress(stage, i, n, info):
-            bars["update"](1, stage=stage, **{k: v for k, v in info.items() if k == "residual"})
+            # every stage (sampling, refining, their x2 passes) reports its own length; the bar adds them up
+            bars["totals"][stage] = n
+            bars["update"](1, total=sum(bars["totals"].values()), stage=stage, **{k: v for k, v in info.items() if k == "residual"})
 
         import contextlib
 
@@ -228,7 +231,8 @@ def deblur_cmd(
 
             def on_start(p):
                 stack.close()
-                total = (steps or (1000 if sampler == "ddpm" else 25)) + refine_steps if method != "alternating" else None
+                total = (steps or (1000 if sampler == "ddpm" else 25)) if method != "alternating" else None
+                bars["totals"] = {}
                 bars["update"] = stack.enter_context(progress.task_bar(Path(p).name, total=total, unit="steps"))
 
             def on_done(p, err):

@@ -37,7 +37,8 @@ class BlindSettings:
     sampler: str = "ddim"  # sampler plugin: ddim, ddpm, unguided
     steps: int | None = None  # reverse steps (None: the sampler's default)
     samples: int = 1  # kernels sampled as one batch; the lowest residual wins (MAP_k)
-    refine_steps: int = 20  # J, Stage II gradient steps
+    refiner: str = "alternating"  # Stage II refiner plugin: alternating (measured default) or reblur (the paper's)
+    refine_steps: int | None = None  # J: Stage II steps (None: the refiner's default; 0: no Stage II)
     solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
     guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
@@ -53,7 +54,9 @@ class BlindSettings:
     def validate(self) -> None:
         if self.samples < 1:
             raise KdiffError(f"--samples must be >= 1, got {self.samples}")
-        if self.refine_steps < 0:
+        plugins.get("sampler", self.sampler)  # unknown names: one-line error listing the known ones
+        plugins.get("refiner", self.refiner)
+        if self.refine_steps is not None and self.refine_steps < 0:
             raise KdiffError(f"--refine-steps must be >= 0, got {self.refine_steps}")
         if self.route not in ("k0", "kt"):
             raise KdiffError(f"--route must be k0 or kt, got {self.route!r}")
@@ -171,6 +174,7 @@ def estimate_kernel(
 
 def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> KernelEstimate:
     sampler = plugins.get("sampler", settings.sampler)
+    refiner = plugins.get("refiner", settings.refiner)
     ys = downscale(y, factor)
     H, W = ys.shape[-2:]
     S = model.kernel_size
@@ -191,6 +195,7 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
                                   discrepancy=settings.discrepancy)
     steps = settings.steps or sampler.default_steps
     stage = f"x{factor} sampling" if factor > 1 else "sampling"
+    refining = f"x{factor} refining" if factor > 1 else "refining"
 
     def on_step(i, n, info):
         if callback:
@@ -199,12 +204,15 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
     result = sampler.sample(model, schedule, y_batch, steps=steps, guidance=guidance, generator=generator, callback=on_step)
     k = result.k
     g_refine = guidance or ReblurGuidance(solver, y_batch, settings.sigma, discrepancy=settings.discrepancy)
-    ref = refine(
-        g_refine,
-        k,
-        steps=settings.refine_steps,
-        callback=lambda j, r: callback and callback("refining", j + 1, settings.refine_steps, {"residual": float(r.min())}),
-    )
+    J = refiner.default_steps if settings.refine_steps is None else settings.refine_steps
+    if J > 0:
+        total = refiner.total_steps(J, S, settings.samples)
+        ref = refiner.refine(
+            g_refine, k, steps=J,
+            callback=lambda j, r: callback and callback(refining, j + 1, total, {"residual": float(r.min())}),
+        )
+    else:
+        ref = refine(g_refine, k, steps=0)  # projection and residuals only
     residuals = ref.residual.tolist()
     best = int(torch.argmin(g_refine.penalty(ref.residual)))
     k_best = ops.center_kernel(ref.k[best : best + 1])

@@ -38,7 +38,8 @@ def residual_traces(items, methods=("kernel-diff", "alternating"), options: dict
                 _, _, info = runner.run(y, seed=i)
                 traces[m].append([float(v) for v in info["residual"]])
             else:
-                _, _, info = runner.run(y, seed=i, downscale="1", **options.get(m, {}))
+                # the paper's Stage II (reblur gradient steps), whose iterations the figure follows
+                _, _, info = runner.run(y, seed=i, downscale="1", **{"refiner": "reblur", **options.get(m, {})})
                 chosen = info["chosen"]
                 guided = [step[chosen] for step in info["trace"]]
                 traces[m].append(_rms(guided + list(info.get("refine_trace", [])), n))

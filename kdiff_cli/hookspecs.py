@@ -41,3 +41,8 @@ def register_metrics(register):
 @hookspec
 def register_methods(register):
     """Register blind deblurring methods: ``run(y, **options) -> (x, k, info)``."""
+
+
+@hookspec
+def register_refiners(register):
+    """Register Stage II kernel refiners: ``refine(guidance, k0, *, steps, callback) -> RefineResult``."""

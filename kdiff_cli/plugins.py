@@ -25,6 +25,7 @@ KINDS = {
     "dataset": "register_datasets",
     "metric": "register_metrics",
     "method": "register_methods",
+    "refiner": "register_refiners",
 }
 
 BUILTIN = "built-in"

@@ -60,10 +60,11 @@ def task_bar(description: str, total: int | None, unit: str = "it") -> Iterator[
     with progress:
         task = progress.add_task(description, total=total, rate="", info="")
 
-        def update(advance: float = 1, **fields) -> None:
+        def update(advance: float = 1, total: float | None = None, **fields) -> None:
             done = progress.tasks[0].completed + advance
             elapsed = max(time.perf_counter() - start, 1e-9)
             info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-            progress.update(task, advance=advance, rate=f"{done / elapsed:,.1f} {unit}/s", info=info)
+            extra = {"total": total} if total is not None else {}
+            progress.update(task, advance=advance, rate=f"{done / elapsed:,.1f} {unit}/s", info=info, **extra)
 
         yield update

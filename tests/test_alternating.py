@@ -210,3 +210,41 @@ def test_method_unknown_solver(problem):
     _, _, y = problem
     with pytest.raises(KdiffError, match="unknown solver"):
         plugins.get("method", "alternating").run(y, kernel_size=5, iterations=1, solver="nope")
+
+
+# --------------------------------------------------------------------------- from an initial kernel (Stage II)
+
+
+def soft(k: torch.Tensor) -> torch.Tensor:
+    """The true kernel smeared by a Gaussian: a rough estimate with the right support (MNC ~0.78)."""
+    return ops.normalize_kernel(torch.nn.functional.conv2d(k, gaussian(5, 1.2), padding=2))
+
+
+@pytest.mark.parametrize("start, sizes", [(0.5, [11, 15]), (1.0, [15])])
+def test_refine_from_initial_kernel(problem, start, sizes):
+    _, k_true, y = problem
+    k0 = soft(k_true)
+    est = A.estimate_kernel(y, A.AlternatingSettings(kernel_size=SIZE, iterations=5), k_init=k0, start=start)
+    assert est.kernel_sizes == sizes  # only the levels of side >= start * SIZE run
+    assert len(est.residual) == 5 * len(sizes)
+    before, after = float(ops.mnc(k0, k_true)), float(ops.mnc(est.k.double(), k_true))
+    assert before < 0.8 and after > before + 0.1
+
+
+def test_refine_from_initial_kernel_bad_input(problem):
+    _, k_true, y = problem
+    settings = A.AlternatingSettings(kernel_size=SIZE)
+    with pytest.raises(KdiffError, match="initial kernel"):
+        A.estimate_kernel(y, settings, k_init=k_true[0])
+    with pytest.raises(KdiffError, match="start"):
+        A.estimate_kernel(y, settings, k_init=k_true, start=1.5)
+
+
+def test_resample_kernel_projects():
+    k = torch.roll(gaussian(64, 5.0), (3, -2), (-2, -1)) * (1 + torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    for size in (33, 64, 90):
+        r = A.resample_kernel(k, size)
+        assert r.shape == (1, 1, size, size) and float(r.min()) >= 0
+        assert float(r.sum()) == pytest.approx(1.0)
+        cy, cx = ops.center_of_mass(r[0, 0])
+        assert abs(float(cy) - size // 2) <= 0.5 and abs(float(cx) - size // 2) <= 0.5

@@ -87,6 +87,9 @@ def test_bad_file_skipped_exit_1(tiny_weights, photos):
         (["--weights", "nope"], "no shipped weights"),
         (["--kernel-size", "32"], "--kernel-size 32"),
         (["--method", "nosuch"], "unknown method"),
+        (["--refiner", "nosuch"], "unknown refiner 'nosuch'"),
+        (["--sampler", "nosuch"], "unknown sampler 'nosuch'"),
+        (["--refine-steps", "-1"], "--refine-steps must be >= 0"),
     ],
 )
 def test_bad_options_one_line_error(tiny_weights, photos, args, message):
@@ -140,3 +143,14 @@ def test_discrepancy_option_reaches_the_pipeline_and_changes_the_kernel(tiny_wei
         bad = run(photos / "a.png", "--out", photos / "x", "--weights", tiny_weights, "--discrepancy", value, *FAST)
         assert bad.exit_code == 2 and "--discrepancy must be > 0" in bad.output
     assert not (photos / "x").exists() or not any((photos / "x").iterdir())
+
+
+@pytest.mark.parametrize("refiner", ["reblur", "alternating"])
+def test_refiner_option_reaches_the_report(tiny_weights, photos, refiner):
+    out = photos / f"ref-{refiner}"
+    r = run(photos / "a.png", "--out", out, "--weights", tiny_weights, *FAST, "--refiner", refiner)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())["a.png"]
+    assert rep["settings"]["refiner"] == refiner and rep["settings"]["refine_steps"] == 2
+    k = np.load(out / "a_kernel.npy")
+    assert abs(k.sum() - 1) < 1e-5 and k.min() >= 0
