@@ -44,6 +44,7 @@ CONFIGS = {
     "ddim25-noStageII": {"refine_steps": 0},
     "unguided+StageII": {"sampler": "unguided"},
     "unguided": {"sampler": "unguided", "refine_steps": 0},
+    "unguided + reblur Stage II": {"sampler": "unguided", "refiner": "reblur"},
     "samples4": {"samples": 4},
     "ddpm1000": {"sampler": "ddpm", "steps": 1000},
     "ddpm1000 + reblur Stage II": {"sampler": "ddpm", "steps": 1000, "refiner": "reblur"},
