@@ -63,6 +63,10 @@ class KernelDiff:
             "seconds": res.seconds,
             "settings": settings_dict(settings),
         }
+        if settings.refine_steps is None:  # record the refiner's default that was used
+            from kdiff_cli import plugins
+
+            info["settings"]["refine_steps"] = plugins.get("refiner", settings.refiner).default_steps
         return res.x, est.k, info
 
 

@@ -154,3 +154,11 @@ def test_refiner_option_reaches_the_report(tiny_weights, photos, refiner):
     assert rep["settings"]["refiner"] == refiner and rep["settings"]["refine_steps"] == 2
     k = np.load(out / "a_kernel.npy")
     assert abs(k.sum() - 1) < 1e-5 and k.min() >= 0
+
+
+def test_default_refine_steps_recorded(tiny_weights, photos):
+    out = photos / "ref-default"
+    fast = [a for a in FAST if a not in ("--refine-steps", "2")]
+    r = run(photos / "a.png", "--out", out, "--weights", tiny_weights, *fast, "--refiner", "reblur")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "report.json").read_text())["a.png"]["settings"]["refine_steps"] == 20
