@@ -255,6 +255,12 @@ def estimate_kernel(
         return _estimate_kernel(y, settings, callback, k_init, start)
 
 
+def refined_sizes(settings: AlternatingSettings, start: float) -> list[int]:
+    """The pyramid's kernel sides from the first one ``>= start * kernel_size`` (at least the finest)."""
+    sizes = pyramid_kernel_sizes(settings.kernel_size, settings.ratio, settings.min_kernel)
+    return [s for s in sizes if s >= start * settings.kernel_size] or sizes[-1:]
+
+
 def resample_kernel(k: torch.Tensor, size: int) -> torch.Tensor:
     """A kernel (1, 1, s, s) on a ``size x size`` canvas: area-averaged down or bilinear up, projected."""
     if k.shape[-1] == size:
@@ -280,7 +286,7 @@ def _estimate_kernel(y, settings, callback, k_init=None, start=0.0) -> Alternati
     else:
         if k_init.dim() != 4 or k_init.shape[:2] != (1, 1) or k_init.shape[-1] != k_init.shape[-2]:
             raise KdiffError(f"the initial kernel must be (1, 1, s, s), got shape {tuple(k_init.shape)}")
-        sizes = [s for s in sizes if s >= start * settings.kernel_size] or sizes[-1:]
+        sizes = refined_sizes(settings, start)
         k = resample_kernel(k_init.detach().to(device=y.device, dtype=dtype).clamp(min=0), sizes[0])
     total = len(sizes) * settings.iterations
     residual: list[float] = []

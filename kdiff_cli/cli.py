@@ -231,9 +231,8 @@ def deblur_cmd(
 
             def on_start(p):
                 stack.close()
-                total = (steps or (1000 if sampler == "ddpm" else 25)) if method != "alternating" else None
-                bars["totals"] = {}
-                bars["update"] = stack.enter_context(progress.task_bar(Path(p).name, total=total, unit="steps"))
+                bars["totals"] = {}  # the total comes from the stages' own lengths (on_progress)
+                bars["update"] = stack.enter_context(progress.task_bar(Path(p).name, total=None, unit="steps"))
 
             def on_done(p, err):
                 if err is not None:

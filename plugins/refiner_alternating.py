@@ -25,8 +25,8 @@ class AlternatingRefiner:
     @classmethod
     def total_steps(cls, steps, kernel_size, batch):
         """Progress units of :meth:`refine`: rounds over the refined levels, for every sample."""
-        sizes = alternating.pyramid_kernel_sizes(kernel_size, alternating.AlternatingSettings.ratio)
-        return batch * int(steps) * len([s for s in sizes if s >= cls.start * kernel_size] or sizes[-1:])
+        levels = alternating.refined_sizes(alternating.AlternatingSettings(kernel_size=kernel_size), cls.start)
+        return batch * int(steps) * len(levels)
 
     @classmethod
     def refine(cls, guidance, k0, *, steps=10, callback=None, start=None):
