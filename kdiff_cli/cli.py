@@ -175,6 +175,7 @@ def deblur_cmd(
     samples: Annotated[int, typer.Option(help="Kernels sampled as one batch; the lowest reblur residual wins.")] = 1,
     refiner: Annotated[str, typer.Option(help="Stage II refiner: alternating (default, measured) or reblur (the paper's gradient steps).")] = "alternating",
     refine_steps: Annotated[Optional[int], typer.Option(help="Stage II steps (default: the refiner's; reblur 20 gradient steps, alternating 10 rounds per level; 0: none).")] = None,
+    classical: Annotated[bool, typer.Option("--classical/--no-classical", help="MAP_k also weighs the classical alternating estimate of the window; the lower reblur residual wins (measured default, docs/deblur.md).")] = True,
     kernel_size: Annotated[Optional[int], typer.Option(help="Kernel size (must match the kernel-diff weights; alternating: any).")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Kernel-diff weights: shipped name or .safetensors path.")] = None,
     solver_weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).")] = None,
@@ -207,7 +208,7 @@ def deblur_cmd(
         failed = report.failed
     else:
         options = {
-            "sampler": sampler, "steps": steps, "samples": samples, "refiner": refiner, "refine_steps": refine_steps, "solver": solver,
+            "sampler": sampler, "steps": steps, "samples": samples, "refiner": refiner, "refine_steps": refine_steps, "classical": classical, "solver": solver,
             "guidance_scale": guidance_scale, "route": route, "roi": deblur.parse_roi(roi), "downscale": downscale,
             "sigma": sigma, "final_sigma_floor": final_sigma_floor, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
             "kernel_size": kernel_size,

@@ -39,6 +39,7 @@ class BlindSettings:
     samples: int = 1  # kernels sampled as one batch; the lowest residual wins (MAP_k)
     refiner: str = "alternating"  # Stage II refiner plugin: alternating (measured default) or reblur (the paper's)
     refine_steps: int | None = None  # J: Stage II steps (None: the refiner's default; 0: no Stage II)
+    classical: bool = True  # the MAP_k choice also weighs the classical alternating estimate of the window
     solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
     guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
@@ -69,6 +70,16 @@ class BlindSettings:
         if self.window < 32:
             raise KdiffError(f"--window must be >= 32, got {self.window}")
 
+    def effective_steps(self) -> int:
+        """Reverse steps actually run: ``steps`` or the sampler's default."""
+        return self.steps or plugins.get("sampler", self.sampler).default_steps
+
+    def effective_refine_steps(self) -> int:
+        """Stage II steps actually run: ``refine_steps`` or the refiner's default (0: none)."""
+        if self.refine_steps is not None:
+            return self.refine_steps
+        return plugins.get("refiner", self.refiner).default_steps
+
 
 @dataclass
 class KernelEstimate:
@@ -79,6 +90,8 @@ class KernelEstimate:
     scale: int  # 1 or 2: downscale factor of the estimation
     trace: list[list[float]] = field(default_factory=list)  # per reverse step, per sample
     refine_trace: list[float] = field(default_factory=list)  # Stage II residuals of the chosen sample
+    classical_residual: float | None = None  # reblur residual of the classical candidate (None: not run)
+    kept: str = "sample"  # "sample" (the diffusion sample ``chosen``) or "classical"
 
 
 # --------------------------------------------------------------------------- model loading
@@ -193,7 +206,7 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
     if settings.sampler != "unguided":
         guidance = ReblurGuidance(solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
                                   discrepancy=settings.discrepancy)
-    steps = settings.steps or sampler.default_steps
+    steps = settings.effective_steps()
     stage = f"x{factor} sampling" if factor > 1 else "sampling"
     refining = f"x{factor} refining" if factor > 1 else "refining"
 
@@ -204,7 +217,7 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
     result = sampler.sample(model, schedule, y_batch, steps=steps, guidance=guidance, generator=generator, callback=on_step)
     k = result.k
     g_refine = guidance or ReblurGuidance(solver, y_batch, settings.sigma, discrepancy=settings.discrepancy)
-    J = refiner.default_steps if settings.refine_steps is None else settings.refine_steps
+    J = settings.effective_refine_steps()
     if J > 0:
         total = refiner.total_steps(J, S, settings.samples)
         ref = refiner.refine(
@@ -218,7 +231,34 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
     k_best = ops.center_kernel(ref.k[best : best + 1])
     refine_trace = [step[best] for step in ref.trace]
     roi = (x0 * factor, y0 * factor, w * factor, h * factor)
-    return KernelEstimate(k_best, residuals, best, roi, factor, result.trace, refine_trace)
+    est = KernelEstimate(k_best, residuals, best, roi, factor, result.trace, refine_trace)
+    if settings.classical:
+        _weigh_classical(est, win, solver, settings, S, f"x{factor} classical" if factor > 1 else "classical", callback)
+    return est
+
+
+def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, S: int, stage: str, callback) -> None:
+    """MAP_k over one more candidate: the classical alternating estimate of the same window.
+
+    It replaces the sample when its reblur penalty is lower (same solver, noise level and penalty).
+    The two fail on different images, so the choice gains over either (docs/deblur.md).
+    """
+    from kdiff_cli import alternating
+
+    a_settings = alternating.AlternatingSettings(kernel_size=S)
+
+    def on_round(i, info):
+        if callback:
+            callback(stage, i, info["total"], {"residual": info["residual"]})
+
+    k_c = alternating.estimate_kernel(win, a_settings, on_round).k.to(device=est.k.device, dtype=est.k.dtype)
+    g = ReblurGuidance(solver, win, settings.sigma, discrepancy=settings.discrepancy)
+    with torch.no_grad():  # (sample, classical) on the window
+        both = torch.cat([g.residual(k.to(win.dtype)) for k in (est.k, k_c)])
+    est.classical_residual = float(both[1])
+    penalty = g.penalty(both)
+    if bool(penalty[1] < penalty[0]):
+        est.k, est.kept = ops.center_kernel(k_c), "classical"
 
 
 # --------------------------------------------------------------------------- full pipeline
@@ -255,8 +295,11 @@ def deblur_image(
 
 
 def settings_dict(settings: BlindSettings) -> dict:
+    """The settings for a report, with the step counts actually run in place of ``None`` defaults."""
     d = asdict(settings)
     d["roi"] = list(settings.roi) if settings.roi else None
+    d["steps"] = settings.effective_steps()
+    d["refine_steps"] = settings.effective_refine_steps()
     return d
 
 
@@ -380,6 +423,7 @@ def deblur_files(
             img = io.write_image(out, io.to_numpy(x.clamp(0, 1)), info.bit_depth)
             report.written += [img, k_npy, k_png]
             residuals = extra.get("residuals") or extra.get("reblur_residual")
+            residual = extra.get("residual", min(residuals) if isinstance(residuals, list) and residuals else residuals)
             report.entries[p.name] = {
                 "input": str(p),
                 "output": str(img),
@@ -387,8 +431,10 @@ def deblur_files(
                 "method": method,
                 "settings": extra.get("settings", {k_: v for k_, v in run_opts.items() if k_ != "callback"}),
                 "kernel_size": list(kk.shape),
-                "residual": min(residuals) if isinstance(residuals, list) and residuals else residuals,
+                "residual": residual,
                 "residuals": residuals,
+                "kept": extra.get("kept"),
+                "classical_residual": extra.get("classical_residual"),
                 "roi": extra.get("roi"),
                 "scale": extra.get("scale"),
                 "seconds": round(seconds, 3),

@@ -38,8 +38,10 @@ def residual_traces(items, methods=("kernel-diff", "alternating"), options: dict
                 _, _, info = runner.run(y, seed=i)
                 traces[m].append([float(v) for v in info["residual"]])
             else:
-                # the paper's Stage II (reblur gradient steps), whose iterations the figure follows
-                _, _, info = runner.run(y, seed=i, downscale="1", **{"refiner": "reblur", **options.get(m, {})})
+                # the paper's pipeline: Stage II by reblur gradient steps, whose iterations the figure
+                # follows, and no classical candidate in the MAP_k choice
+                opts = {"refiner": "reblur", "classical": False, **options.get(m, {})}
+                _, _, info = runner.run(y, seed=i, downscale="1", **opts)
                 chosen = info["chosen"]
                 guided = [step[chosen] for step in info["trace"]]
                 traces[m].append(_rms(guided + list(info.get("refine_trace", [])), n))

@@ -30,7 +30,8 @@ class Alternating:
         sigma: float | None = None,
         lambda_grad: float = 2e-3,
         gamma: float = 5e-3,
-        threshold: float = 0.05,
+        threshold: float = 0.1,
+        polish: int = 5,
         init: str = "gaussian",
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Deblur ``y`` (1, C, H, W) in [0, 1]; returns ``(x, k, info)`` with ``info["residual"]``.
@@ -49,6 +50,7 @@ class Alternating:
             lambda_grad=float(lambda_grad),
             gamma=float(gamma),
             threshold=float(threshold),
+            polish=int(polish),
             init=str(init),
         )
         return alternating.run(y, settings, solver=solver, solver_weights=solver_weights, sigma=sigma,

@@ -56,6 +56,9 @@ class KernelDiff:
         info = {
             "residuals": est.residuals,
             "chosen": est.chosen,
+            "kept": est.kept,
+            "classical_residual": est.classical_residual,
+            "residual": est.classical_residual if est.kept == "classical" else est.residuals[est.chosen],
             "roi": list(est.roi),
             "scale": est.scale,
             "trace": est.trace,
@@ -63,10 +66,6 @@ class KernelDiff:
             "seconds": res.seconds,
             "settings": settings_dict(settings),
         }
-        if settings.refine_steps is None:  # record the refiner's default that was used
-            from kdiff_cli import plugins
-
-            info["settings"]["refine_steps"] = plugins.get("refiner", settings.refiner).default_steps
         return res.x, est.k, info
 
 

@@ -24,9 +24,9 @@ class AlternatingRefiner:
 
     @classmethod
     def total_steps(cls, steps, kernel_size, batch):
-        """Progress units of :meth:`refine`: rounds over the refined levels, for every sample."""
-        levels = alternating.refined_sizes(alternating.AlternatingSettings(kernel_size=kernel_size), cls.start)
-        return batch * int(steps) * len(levels)
+        """Progress units of :meth:`refine`: rounds over the refined levels and the polish, per sample."""
+        settings = alternating.AlternatingSettings(kernel_size=kernel_size, iterations=int(steps))
+        return batch * alternating.total_rounds(settings, len(alternating.refined_sizes(settings, cls.start)))
 
     @classmethod
     def refine(cls, guidance, k0, *, steps=10, callback=None, start=None):

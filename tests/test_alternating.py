@@ -83,8 +83,9 @@ def test_kernel_is_a_kernel(estimate):
 def test_residual_trace_recorded(estimate):
     levels = len(estimate.kernel_sizes)
     assert estimate.kernel_sizes == [5, 7, 11, 15]
-    assert len(estimate.residual) == levels * 5
-    assert estimate.residual_level == [lv for lv in range(levels) for _ in range(5)]
+    polish = A.AlternatingSettings().polish  # extra rounds at the finest level (window k-step)
+    assert polish > 0 and len(estimate.residual) == levels * 5 + polish
+    assert estimate.residual_level == [lv for lv in range(levels) for _ in range(5)] + [levels - 1] * polish
     r = np.array(estimate.residual)
     assert np.all(np.isfinite(r)) and np.all(r > 0)
     # the finest level ends with the L0 latent image reblurring to within a few noise std (0.005)
@@ -119,6 +120,39 @@ def test_k_step_recovers_kernel_from_true_image(problem):
     settings = A.AlternatingSettings(kernel_size=SIZE, gamma=1e-5)
     k = A.k_step(deconv.pad_taper(x, pads), deconv.pad_taper(y, pads), SIZE, settings)
     assert float(ops.mnc(k, k_true)) > 0.95
+
+
+def test_window_k_step_fits_the_observed_pixels_only(problem):
+    # a true kernel from the true image: the closed form also fits the canvas's tapered margin,
+    # the window fit only the observed pixels, so it is more accurate (and reaches ~1)
+    x, k_true, _ = problem
+    y = ops.conv2d(x, k_true, "symmetric")
+    pads = deconv.canvas_pads(*x.shape[-2:], SIZE, SIZE)
+    x_can, y_can = deconv.pad_taper(x, pads), deconv.pad_taper(y, pads)
+    settings = A.AlternatingSettings(kernel_size=SIZE, cg_iters=60, gamma_window=1e-6)
+    k_fft = A.k_step(x_can, y_can, SIZE, settings)
+    k_win = A.k_step(x_can, y_can, SIZE, settings, window=pads, k0=gaussian(SIZE, 2.0))
+    assert float(ops.mnc(k_win, k_true)) > 0.99
+    assert float(ops.mnc(k_win, k_true)) > float(ops.mnc(k_fft, k_true))
+    assert float(k_win.min()) >= 0 and float(k_win.sum()) == pytest.approx(1.0)
+    with pytest.raises(KdiffError, match="k0"):
+        A.k_step(x_can, y_can, SIZE, settings, window=pads)
+
+
+def test_window_operator_adjoint():
+    g = torch.Generator().manual_seed(3)
+    x_can = torch.randn(1, 1, 40, 48, generator=g, dtype=torch.float64)
+    forward, adjoint, mask = A.window_operator(x_can, 9, (6, 8, 5, 9))
+    assert float(mask.sum()) == (40 - 14) * (48 - 14)
+    k = torch.randn(1, 1, 9, 9, generator=g, dtype=torch.float64)
+    rs = list(torch.randn(2, 1, 1, 40, 48, generator=g, dtype=torch.float64))
+    lhs = sum((a * b).sum() for a, b in zip(forward(k), rs))
+    assert float(lhs) == pytest.approx(float((k * adjoint(rs)).sum()), rel=1e-10)
+    # a delta kernel reproduces the masked gradients of x
+    delta = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    delta[..., 4, 4] = 1
+    for got, want in zip(forward(delta), A._grad(x_can)):
+        assert torch.allclose(got, mask * want, atol=1e-10)
 
 
 def test_x_step_fits_data_with_true_kernel(problem):
@@ -176,6 +210,9 @@ def test_luminance():
         ({"init": "zeros"}, "unknown init"),
         ({"gamma": 0.0}, "gamma"),
         ({"threshold": 1.0}, "threshold"),
+        ({"polish": -1}, "polish"),
+        ({"cg_iters": 0}, "cg_iters"),
+        ({"gamma_window": -1.0}, "gamma_window"),
     ],
 )
 def test_bad_options(options, match):
@@ -199,9 +236,9 @@ def test_method_registered_and_runs(problem):
     x_hat, k, info = method.run(y_rgb, kernel_size=SIZE, iterations=3, callback=lambda step, i: calls.append((step, i)))
     assert x_hat.shape == y_rgb.shape and float(x_hat.min()) >= 0 and float(x_hat.max()) <= 1
     assert k.shape == (1, 1, SIZE, SIZE)
-    assert [s for s, _ in calls] == list(range(1, 4 * 3 + 1))
-    assert all(i["total"] == 12 for _, i in calls)
-    assert len(info["residual"]) == 12 and info["solver"] == "wiener"
+    assert [s for s, _ in calls] == list(range(1, 4 * 3 + A.AlternatingSettings().polish + 1))
+    assert all(i["total"] == 12 + A.AlternatingSettings().polish for _, i in calls)
+    assert len(info["residual"]) == 12 + A.AlternatingSettings().polish and info["solver"] == "wiener"
     assert info["reblur_residual"] > 0
     assert float(ops.mnc(k.double(), k_true)) > 0.75
 
@@ -226,7 +263,7 @@ def test_refine_from_initial_kernel(problem, start, sizes):
     k0 = soft(k_true)
     est = A.estimate_kernel(y, A.AlternatingSettings(kernel_size=SIZE, iterations=5), k_init=k0, start=start)
     assert est.kernel_sizes == sizes  # only the levels of side >= start * SIZE run
-    assert len(est.residual) == 5 * len(sizes)
+    assert len(est.residual) == 5 * len(sizes) + A.AlternatingSettings().polish
     before, after = float(ops.mnc(k0, k_true)), float(ops.mnc(est.k.double(), k_true))
     assert before < 0.8 and after > before + 0.1
 

@@ -132,7 +132,8 @@ def test_alternating_method_through_deblur(photos):
 
 def test_discrepancy_option_reaches_the_pipeline_and_changes_the_kernel(tiny_weights, photos):
     plain, disc = photos / "plain", photos / "disc"
-    noisy = ["--sigma", "0.05"]  # the test photo is noise-free: give the penalty a noise level to aim at
+    # the test photo is noise-free: give the penalty a noise level to aim at; the sampled kernels only
+    noisy = ["--sigma", "0.05", "--no-classical"]
     assert run(photos / "a.png", "--out", plain, "--weights", tiny_weights, *noisy, *FAST).exit_code == 0
     r = run(photos / "a.png", "--out", disc, "--weights", tiny_weights, "--discrepancy", "1", *noisy, *FAST)
     assert r.exit_code == 0, r.output
@@ -162,3 +163,21 @@ def test_default_refine_steps_recorded(tiny_weights, photos):
     r = run(photos / "a.png", "--out", out, "--weights", tiny_weights, *fast, "--refiner", "reblur")
     assert r.exit_code == 0, r.output
     assert json.loads((out / "report.json").read_text())["a.png"]["settings"]["refine_steps"] == 20
+
+
+def test_classical_candidate_in_the_map_k_choice(tiny_weights, photos):
+    out, off = photos / "cls", photos / "nocls"
+    assert run(photos / "a.png", "--out", out, "--weights", tiny_weights, *FAST).exit_code == 0
+    assert run(photos / "a.png", "--out", off, "--weights", tiny_weights, "--no-classical", *FAST).exit_code == 0
+    on = json.loads((out / "report.json").read_text())["a.png"]
+    no = json.loads((off / "report.json").read_text())["a.png"]
+    assert no["kept"] == "sample" and no["classical_residual"] is None and no["settings"]["classical"] is False
+    assert on["settings"]["classical"] is True and on["classical_residual"] > 0
+    # the kept kernel is the candidate with the lowest reblur residual, and the report says which
+    candidates = {"sample": min(on["residuals"]), "classical": on["classical_residual"]}
+    assert on["kept"] == min(candidates, key=candidates.get)
+    assert on["residual"] == pytest.approx(candidates[on["kept"]])
+    # the sampled kernels themselves do not depend on the extra candidate
+    assert on["residuals"] == pytest.approx(no["residuals"])
+    if on["kept"] == "sample":
+        assert np.array_equal(np.load(out / "a_kernel.npy"), np.load(off / "a_kernel.npy"))

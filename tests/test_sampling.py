@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kdiff_cli import diffusion, ops, plugins
-from kdiff_cli.deblur import BlindSettings, border_mass, parse_roi, select_window, upscale_kernel
+from kdiff_cli.deblur import BlindSettings, border_mass, parse_roi, select_window, settings_dict, upscale_kernel
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.guidance import ReblurGuidance, refine
 from kdiff_cli.schedule import NoiseSchedule
@@ -132,6 +132,15 @@ def test_settings_and_roi_validation():
     assert parse_roi("1,2,300,400") == (1, 2, 300, 400)
     with pytest.raises(KdiffError, match="--roi"):
         parse_roi("1,2,3")
+
+
+@pytest.mark.parametrize(
+    "opts, steps, refine_steps",
+    [({}, 25, 10), ({"sampler": "ddpm", "refiner": "reblur"}, 1000, 20), ({"steps": 7, "refine_steps": 0}, 7, 0)],
+)
+def test_reported_settings_name_the_step_counts_run(opts, steps, refine_steps):
+    d = settings_dict(BlindSettings(**opts))
+    assert (d["steps"], d["refine_steps"]) == (steps, refine_steps)
 
 
 def test_reblur_residual_favours_small_kernels_and_discrepancy_corrects_it():
