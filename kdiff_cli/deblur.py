@@ -52,6 +52,11 @@ class BlindSettings:
     seed: int = 0
     tile: int = 512  # tile side of the final deconvolution
 
+    def __post_init__(self) -> None:
+        # `kdiff eval --method kernel-diff:downscale=2` parses the value as a number
+        if isinstance(self.downscale, int) and not isinstance(self.downscale, bool):
+            self.downscale = str(self.downscale)
+
     def validate(self) -> None:
         if self.samples < 1:
             raise KdiffError(f"--samples must be >= 1, got {self.samples}")

@@ -129,6 +129,11 @@ def test_settings_and_roi_validation():
         BlindSettings(samples=0).validate()
     with pytest.raises(KdiffError):
         BlindSettings(route="x").validate()
+    # `kdiff eval --method kernel-diff:downscale=1` passes a number
+    assert BlindSettings(downscale=1).downscale == "1"
+    BlindSettings(downscale=2).validate()
+    with pytest.raises(KdiffError, match="--downscale"):
+        BlindSettings(downscale=3).validate()
     assert parse_roi("1,2,300,400") == (1, 2, 300, 400)
     with pytest.raises(KdiffError, match="--roi"):
         parse_roi("1,2,3")
