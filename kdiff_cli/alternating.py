@@ -20,7 +20,8 @@ Pan et al. 2014). The kernel is estimated on the luminance, coarse to fine over 
   kernel. The closed form above also fits the canvas's synthetic tapered margin, which blurs the
   kernel (from the true sharp image it returns a true kernel with MNC 0.93; the window fit 0.99);
   used from the start the window fit was less robust (it collapsed to a delta or spread into a blob
-  on some crops), used as a polish it gained 0.7-1.2 dB (docs/analysis.md).
+  on some crops); as a polish it gained 0.8 dB on 16 training crops and 1.2 dB on 20 val crops
+  (exploratory scripts, not in ``benchmarks/``; docs/analysis.md).
 
 Both steps work on a periodic canvas: the image is mirrored by the kernel size and tapered to a
 smooth wrap-around (:mod:`kdiff_cli.deconv`). The final image is ``x = F(y, k)`` by a registered
