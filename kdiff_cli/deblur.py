@@ -98,6 +98,11 @@ class KernelEstimate:
     classical_residual: float | None = None  # reblur residual of the classical candidate (None: not run)
     kept: str = "sample"  # "sample" (the diffusion sample ``chosen``) or "classical"
 
+    @property
+    def residual(self) -> float:
+        """Reblur residual of the kernel kept (the chosen sample's or the classical candidate's)."""
+        return self.classical_residual if self.kept == "classical" else self.residuals[self.chosen]
+
 
 # --------------------------------------------------------------------------- model loading
 

@@ -58,7 +58,7 @@ class KernelDiff:
             "chosen": est.chosen,
             "kept": est.kept,
             "classical_residual": est.classical_residual,
-            "residual": est.classical_residual if est.kept == "classical" else est.residuals[est.chosen],
+            "residual": est.residual,
             "roi": list(est.roi),
             "scale": est.scale,
             "trace": est.trace,
