@@ -60,6 +60,8 @@ class BlindSettings:
     def validate(self) -> None:
         if self.samples < 1:
             raise KdiffError(f"--samples must be >= 1, got {self.samples}")
+        if not isinstance(self.classical, bool):
+            raise KdiffError(f"classical must be true or false, got {self.classical!r}")
         plugins.get("sampler", self.sampler)  # unknown names: one-line error listing the known ones
         plugins.get("refiner", self.refiner)
         if self.refine_steps is not None and self.refine_steps < 0:

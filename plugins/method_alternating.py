@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
 
 
@@ -44,17 +45,25 @@ class Alternating:
         from kdiff_cli import alternating
 
         settings = alternating.AlternatingSettings(
-            kernel_size=64 if kernel_size is None else int(kernel_size),
-            iterations=int(iterations),
-            seed=int(seed),
-            lambda_grad=float(lambda_grad),
-            gamma=float(gamma),
-            threshold=float(threshold),
-            polish=int(polish),
+            kernel_size=64 if kernel_size is None else _number("kernel_size", kernel_size, int),
+            iterations=_number("iterations", iterations, int),
+            seed=_number("seed", seed, int),
+            lambda_grad=_number("lambda_grad", lambda_grad, float),
+            gamma=_number("gamma", gamma, float),
+            threshold=_number("threshold", threshold, float),
+            polish=_number("polish", polish, int),
             init=str(init),
         )
         return alternating.run(y, settings, solver=solver, solver_weights=solver_weights, sigma=sigma,
                                callback=callback)
+
+
+def _number(name: str, value: Any, kind: type) -> int | float:
+    """``value`` as ``kind`` (int or float), or a one-line error (``kdiff eval`` options arrive parsed)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or (kind is int and not float(value).is_integer()):
+        raise KdiffError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    return kind(value)
 
 
 @hookimpl

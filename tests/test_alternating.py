@@ -249,6 +249,18 @@ def test_method_unknown_solver(problem):
         plugins.get("method", "alternating").run(y, kernel_size=5, iterations=1, solver="nope")
 
 
+@pytest.mark.parametrize(
+    "option, value, match",
+    [("polish", "x", "polish must be an integer"), ("polish", 2.5, "polish must be an integer"),
+     ("threshold", "x", "threshold must be a number"), ("seed", True, "seed must be an integer")],
+)
+def test_method_options_are_checked(problem, option, value, match):
+    # `kdiff eval --method alternating:KEY=VALUE` hands over parsed values: a bad one is a one-line error
+    _, _, y = problem
+    with pytest.raises(KdiffError, match=match):
+        plugins.get("method", "alternating").run(y, kernel_size=5, iterations=1, **{option: value})
+
+
 # --------------------------------------------------------------------------- from an initial kernel (Stage II)
 
 

@@ -134,6 +134,8 @@ def test_settings_and_roi_validation():
     BlindSettings(downscale=2).validate()
     with pytest.raises(KdiffError, match="--downscale"):
         BlindSettings(downscale=3).validate()
+    with pytest.raises(KdiffError, match="classical must be true or false"):
+        BlindSettings(classical="maybe").validate()
     assert parse_roi("1,2,300,400") == (1, 2, 300, 400)
     with pytest.raises(KdiffError, match="--roi"):
         parse_roi("1,2,3")
