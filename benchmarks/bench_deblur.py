@@ -41,6 +41,7 @@ FINAL_SIGMA = BlindSettings.final_sigma_floor
 CONFIGS = {
     "default (ddim 25 + alternating + classical candidate)": {},
     "ddim25 + alternating (no classical candidate)": {"classical": False},
+    "default with the fixed 0.03 final floor (previous release)": {"kernel_uncertainty": None},
     "reblur Stage II (paper)": {"refiner": "reblur", "classical": False},
     "ddim50": {"steps": 50, "classical": False},
     "ddim100": {"steps": 100, "classical": False},
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
             return 2
         opts = {"solver": args.solver, "seed": 0, "downscale": "1", **CONFIGS[name]}
         subset = items[: args.ddpm_limit] if name.startswith("ddpm") else items
-        vals, kept = [], []
+        vals, kept, sigmas = [], [], []
         with progress.task_bar(name, total=len(subset), unit="img") as update:
             for it in subset:
                 if opts.get("method") == "alternating":  # the classical MAP_{x,k} baseline, same final solver
@@ -112,11 +113,14 @@ def main(argv=None) -> int:
                     res = deblur_image(tensor(it.y), model, schedule, solver, BlindSettings(**opts))
                     x, k, seconds = io.to_numpy(res.x), res.estimate.k.double()[0, 0].numpy(), res.seconds
                     kept.append(res.estimate.kept)
+                    sigmas.append(res.sigma)
                 vals.append((metrics.psnr(x, it.x), metrics.ssim(x, it.x), metrics.mnc(k, it.k), seconds))
                 update(1, psnr=vals[-1][0], mnc=vals[-1][2])
         results[name + (f" (first {len(subset)})" if len(subset) < len(items) else "")] = vals
         if "classical" in kept:
             notes.append(f"{name}: the classical candidate was kept on {kept.count('classical')} of {len(kept)} images")
+        if sigmas:
+            notes.append(f"{name}: final deconvolution sigma median {statistics.median(sigmas):.4f} (range {min(sigmas):.4f}-{max(sigmas):.4f})")
 
     for name, vals in results.items():
         cols = list(zip(*vals))

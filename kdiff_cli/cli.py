@@ -186,7 +186,8 @@ def deblur_cmd(
     discrepancy: Annotated[Optional[float], typer.Option(help="tau: guide the reblur residual to tau x the noise energy instead of down to 0 (default and 0: off, the paper's loss; see docs/deblur.md).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same output.")] = 0,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).")] = None,
-    final_sigma_floor: Annotated[float, typer.Option(help="Blind: the final deconvolution regularises as if the noise std were at least this.")] = 0.03,
+    final_sigma_floor: Annotated[float, typer.Option(help="Blind, --no-classical: the final deconvolution regularises as if the noise std were at least this.")] = 0.03,
+    kernel_uncertainty: Annotated[float, typer.Option(help="Blind: u in sigma_final^2 = sigma^2 + u (1 - MNC of the sample and the classical candidate); the kernels' disagreement as extra noise (docs/deblur.md).")] = 0.006,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     tile: Annotated[int, typer.Option(help="Tile side of the final deconvolution (tiles overlap by the kernel size).")] = 512,
 ):
@@ -210,7 +211,7 @@ def deblur_cmd(
         options = {
             "sampler": sampler, "steps": steps, "samples": samples, "refiner": refiner, "refine_steps": refine_steps, "classical": classical, "solver": solver,
             "guidance_scale": guidance_scale, "route": route, "roi": deblur.parse_roi(roi), "downscale": downscale,
-            "sigma": sigma, "final_sigma_floor": final_sigma_floor, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
+            "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
             "kernel_size": kernel_size,
         }
         if discrepancy is not None:  # absent: the measured default of BlindSettings; 0: the paper's plain loss

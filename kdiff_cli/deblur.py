@@ -48,7 +48,8 @@ class BlindSettings:
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
     downscale: str = "auto"  # "auto", "1" or "2": estimate on the image downscaled by this factor
     sigma: float | None = None  # noise std of y (None: estimated)
-    final_sigma_floor: float = 0.03  # the final x = F(y, k) regularises as if sigma >= this (robust to kernel errors)
+    final_sigma_floor: float = 0.03  # without a second candidate: the final x = F(y, k) regularises as if sigma >= this
+    kernel_uncertainty: float | None = 0.006  # u: with the classical candidate, sigma_final^2 = sigma^2 + u (1 - agreement); None: the floor
     seed: int = 0
     tile: int = 512  # tile side of the final deconvolution
 
@@ -74,6 +75,8 @@ class BlindSettings:
             raise KdiffError(f"--discrepancy must be > 0, got {self.discrepancy}")
         if self.final_sigma_floor < 0:
             raise KdiffError(f"--final-sigma-floor must be >= 0, got {self.final_sigma_floor}")
+        if self.kernel_uncertainty is not None and not self.kernel_uncertainty >= 0:
+            raise KdiffError(f"--kernel-uncertainty must be >= 0, got {self.kernel_uncertainty}")
         if self.window < 32:
             raise KdiffError(f"--window must be >= 32, got {self.window}")
 
@@ -99,6 +102,7 @@ class KernelEstimate:
     refine_trace: list[float] = field(default_factory=list)  # Stage II residuals of the chosen sample
     classical_residual: float | None = None  # reblur residual of the classical candidate (None: not run)
     kept: str = "sample"  # "sample" (the diffusion sample ``chosen``) or "classical"
+    agreement: float | None = None  # MNC between the sample and the classical candidate (None: not run)
 
     @property
     def residual(self) -> float:
@@ -268,6 +272,7 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
     with torch.no_grad():  # (sample, classical) on the window
         both = torch.cat([g.residual(k.to(win.dtype)) for k in (est.k, k_c)])
     est.classical_residual = float(both[1])
+    est.agreement = float(ops.mnc(est.k[0, 0].double(), k_c[0, 0].double()).clamp(0, 1))
     penalty = g.penalty(both)
     if bool(penalty[1] < penalty[0]):
         est.k, est.kept = ops.center_kernel(k_c), "classical"
@@ -281,6 +286,7 @@ class BlindResult:
     x: torch.Tensor  # (1, C, H, W) deblurred image
     estimate: KernelEstimate
     seconds: float
+    sigma: float | None = None  # noise level of the final deconvolution (:func:`final_sigma`)
 
 
 def deblur_image(
@@ -300,10 +306,25 @@ def deblur_image(
     from kdiff_cli.deconv import noise_level
 
     with torch.no_grad():
-        # an estimated kernel is never exact: regularise the final deconvolution at least this much
-        sigma = noise_level(settings.sigma, y).clamp(min=settings.final_sigma_floor)
+        sigma = final_sigma(noise_level(settings.sigma, y), est.agreement, settings)
         x = solve_tiled(solver, y, k, sigma, tile=max(settings.tile, 2 * k.shape[-1] + 1))
-    return BlindResult(x.clamp(0, 1), est, time.perf_counter() - start)
+    return BlindResult(x.clamp(0, 1), est, time.perf_counter() - start, float(sigma.reshape(-1)[0]))
+
+
+def final_sigma(sigma: torch.Tensor, agreement: float | None, settings: BlindSettings) -> torch.Tensor:
+    """Noise level the final ``x = F(y, k)`` regularises with: an estimated kernel is never exact.
+
+    With two independent estimates (the diffusion sample and the classical candidate), their
+    disagreement ``1 - MNC`` measures how uncertain the kernel is, and the kernel error enters as
+    extra noise: ``sigma_final^2 = sigma^2 + u (1 - agreement)`` (``u`` = ``kernel_uncertainty``).
+    Two estimates that agree get the noise's own regularisation, which a right kernel needs for
+    detail; two that disagree get more, which a wrong kernel needs against ringing. Without the
+    second estimate (``--no-classical``), or with ``kernel_uncertainty`` None (the previous release):
+    ``sigma`` clamped at ``final_sigma_floor``.
+    """
+    if agreement is None or settings.kernel_uncertainty is None:
+        return sigma.clamp(min=settings.final_sigma_floor)
+    return (sigma.square() + settings.kernel_uncertainty * (1.0 - float(agreement))).sqrt()
 
 
 def settings_dict(settings: BlindSettings) -> dict:
@@ -447,6 +468,8 @@ def deblur_files(
                 "residuals": residuals,
                 "kept": extra.get("kept"),
                 "classical_residual": extra.get("classical_residual"),
+                "agreement": extra.get("agreement"),
+                "final_sigma": extra.get("final_sigma"),
                 "roi": extra.get("roi"),
                 "scale": extra.get("scale"),
                 "seconds": round(seconds, 3),

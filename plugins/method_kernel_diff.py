@@ -58,6 +58,8 @@ class KernelDiff:
             "chosen": est.chosen,
             "kept": est.kept,
             "classical_residual": est.classical_residual,
+            "agreement": est.agreement,
+            "final_sigma": res.sigma,
             "residual": est.residual,
             "roi": list(est.roi),
             "scale": est.scale,

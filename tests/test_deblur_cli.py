@@ -90,6 +90,7 @@ def test_bad_file_skipped_exit_1(tiny_weights, photos):
         (["--refiner", "nosuch"], "unknown refiner 'nosuch'"),
         (["--sampler", "nosuch"], "unknown sampler 'nosuch'"),
         (["--refine-steps", "-1"], "--refine-steps must be >= 0"),
+        (["--kernel-uncertainty", "-0.1"], "--kernel-uncertainty must be >= 0"),
     ],
 )
 def test_bad_options_one_line_error(tiny_weights, photos, args, message):
@@ -181,3 +182,21 @@ def test_classical_candidate_in_the_map_k_choice(tiny_weights, photos):
     assert on["residuals"] == pytest.approx(no["residuals"])
     if on["kept"] == "sample":
         assert np.array_equal(np.load(out / "a_kernel.npy"), np.load(off / "a_kernel.npy"))
+    # the final deconvolution's noise level: the floor without the candidate, the disagreement with it
+    assert no["agreement"] is None and no["final_sigma"] >= 0.03 - 1e-6
+    assert 0 <= on["agreement"] <= 1
+    assert on["final_sigma"] ** 2 >= 0.006 * (1 - on["agreement"]) - 1e-9
+
+
+def test_final_sigma_grows_with_the_candidates_disagreement():
+    from kdiff_cli.deblur import BlindSettings, final_sigma
+
+    s = BlindSettings()
+    sigma = torch.tensor([0.01])
+    assert float(final_sigma(sigma, None, s)) == pytest.approx(0.03)  # no second estimate: the floor
+    assert float(final_sigma(torch.tensor([0.05]), None, s)) == pytest.approx(0.05)  # noisier than the floor
+    assert float(final_sigma(sigma, 1.0, s)) == pytest.approx(0.01)  # agreeing candidates: the noise alone
+    values = [float(final_sigma(sigma, a, s)) for a in (1.0, 0.9, 0.7, 0.3)]
+    assert values == sorted(values) and values[-1] == pytest.approx((0.01**2 + 0.006 * 0.7) ** 0.5)
+    assert float(final_sigma(sigma, 0.2, BlindSettings(kernel_uncertainty=0.0))) == pytest.approx(0.01)
+    assert float(final_sigma(sigma, 0.2, BlindSettings(kernel_uncertainty=None))) == pytest.approx(0.03)
