@@ -58,7 +58,21 @@ class BlindSettings:
         if isinstance(self.downscale, int) and not isinstance(self.downscale, bool):
             self.downscale = str(self.downscale)
 
+    #: numeric fields: whether they take whole numbers only, and whether None (a default) is allowed
+    _NUMBERS = {"steps": (True, True), "samples": (True, False), "refine_steps": (True, True),
+                "guidance_scale": (False, False), "discrepancy": (False, True), "window": (True, False),
+                "sigma": (False, True), "final_sigma_floor": (False, False), "kernel_uncertainty": (False, True),
+                "seed": (True, False), "tile": (True, False)}
+
     def validate(self) -> None:
+        for name, (whole, optional) in self._NUMBERS.items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            kinds = (int,) if whole else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                what = "a whole number" if whole else "a number"
+                raise KdiffError(f"--{name.replace('_', '-')} must be {what}, got {value!r}")
         if self.samples < 1:
             raise KdiffError(f"--samples must be >= 1, got {self.samples}")
         if not isinstance(self.classical, bool):
@@ -73,7 +87,9 @@ class BlindSettings:
             raise KdiffError(f"--downscale must be auto, 1 or 2, got {self.downscale!r}")
         if self.discrepancy is not None and not self.discrepancy > 0:
             raise KdiffError(f"--discrepancy must be > 0, got {self.discrepancy}")
-        if self.final_sigma_floor < 0:
+        if not self.guidance_scale >= 0:
+            raise KdiffError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
+        if not self.final_sigma_floor >= 0:
             raise KdiffError(f"--final-sigma-floor must be >= 0, got {self.final_sigma_floor}")
         if self.kernel_uncertainty is not None and not self.kernel_uncertainty >= 0:
             raise KdiffError(f"--kernel-uncertainty must be >= 0, got {self.kernel_uncertainty}")

@@ -136,6 +136,16 @@ def test_settings_and_roi_validation():
         BlindSettings(downscale=3).validate()
     with pytest.raises(KdiffError, match="classical must be true or false"):
         BlindSettings(classical="maybe").validate()
+    # options of `kdiff eval --method kernel-diff:...` arrive untyped: one-line errors, not TypeErrors
+    for field, value, message in [("kernel_uncertainty", "abc", "kernel-uncertainty must be a number"),
+                                  ("final_sigma_floor", "x", "final-sigma-floor must be a number"),
+                                  ("steps", 2.5, "steps must be a whole number"), ("samples", True, "samples must be"),
+                                  ("guidance_scale", float("nan"), "--guidance-scale must be >= 0"),
+                                  ("final_sigma_floor", float("nan"), "--final-sigma-floor must be >= 0"),
+                                  ("sigma", "0.1", "sigma must be a number")]:
+        with pytest.raises(KdiffError, match=message):
+            BlindSettings(**{field: value}).validate()
+    BlindSettings(kernel_uncertainty=None, sigma=0.02, steps=10, guidance_scale=3).validate()  # None where allowed, ints as floats
     assert parse_roi("1,2,300,400") == (1, 2, 300, 400)
     with pytest.raises(KdiffError, match="--roi"):
         parse_roi("1,2,3")
