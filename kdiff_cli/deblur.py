@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from kdiff_cli import ops, plugins
+from kdiff_cli import config, ops, plugins
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.guidance import ReblurGuidance, refine
 
@@ -53,26 +53,22 @@ class BlindSettings:
     seed: int = 0
     tile: int = 512  # tile side of the final deconvolution
 
+    #: numeric fields -> (a value of their type, whether None is allowed); ``kdiff eval --method
+    #: kernel-diff:KEY=VALUE`` hands over parsed values, coerced here as config overrides are
+    _NUMBERS = {"steps": (0, True), "samples": (0, False), "refine_steps": (0, True), "guidance_scale": (0.0, False),
+                "discrepancy": (0.0, True), "window": (0, False), "sigma": (0.0, True), "final_sigma_floor": (0.0, False),
+                "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, False)}
+
     def __post_init__(self) -> None:
         # `kdiff eval --method kernel-diff:downscale=2` parses the value as a number
         if isinstance(self.downscale, int) and not isinstance(self.downscale, bool):
             self.downscale = str(self.downscale)
-
-    #: numeric fields: whether they take whole numbers only, and whether None (a default) is allowed
-    _NUMBERS = {"steps": (True, True), "samples": (True, False), "refine_steps": (True, True),
-                "guidance_scale": (False, False), "discrepancy": (False, True), "window": (True, False),
-                "sigma": (False, True), "final_sigma_floor": (False, False), "kernel_uncertainty": (False, True),
-                "seed": (True, False), "tile": (True, False)}
+        for name, (kind, optional) in self._NUMBERS.items():
+            value = getattr(self, name)
+            if value is not None or not optional:
+                setattr(self, name, config.coerce(value, kind, f"--{name.replace('_', '-')}", "blind deblurring"))
 
     def validate(self) -> None:
-        for name, (whole, optional) in self._NUMBERS.items():
-            value = getattr(self, name)
-            if value is None and optional:
-                continue
-            kinds = (int,) if whole else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kinds):
-                what = "a whole number" if whole else "a number"
-                raise KdiffError(f"--{name.replace('_', '-')} must be {what}, got {value!r}")
         if self.samples < 1:
             raise KdiffError(f"--samples must be >= 1, got {self.samples}")
         if not isinstance(self.classical, bool):

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from kdiff_cli.errors import KdiffError
+from kdiff_cli import config
 from kdiff_cli.hookspecs import hookimpl
 
 
@@ -45,25 +45,22 @@ class Alternating:
         from kdiff_cli import alternating
 
         settings = alternating.AlternatingSettings(
-            kernel_size=64 if kernel_size is None else _number("kernel_size", kernel_size, int),
-            iterations=_number("iterations", iterations, int),
-            seed=_number("seed", seed, int),
-            lambda_grad=_number("lambda_grad", lambda_grad, float),
-            gamma=_number("gamma", gamma, float),
-            threshold=_number("threshold", threshold, float),
-            polish=_number("polish", polish, int),
+            kernel_size=64 if kernel_size is None else _number("kernel_size", kernel_size, 0),
+            iterations=_number("iterations", iterations, 0),
+            seed=_number("seed", seed, 0),
+            lambda_grad=_number("lambda_grad", lambda_grad, 0.0),
+            gamma=_number("gamma", gamma, 0.0),
+            threshold=_number("threshold", threshold, 0.0),
+            polish=_number("polish", polish, 0),
             init=str(init),
         )
         return alternating.run(y, settings, solver=solver, solver_weights=solver_weights, sigma=sigma,
                                callback=callback)
 
 
-def _number(name: str, value: Any, kind: type) -> int | float:
-    """``value`` as ``kind`` (int or float), or a one-line error (``kdiff eval`` options arrive parsed)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or (kind is int and not float(value).is_integer()):
-        raise KdiffError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-    return kind(value)
+def _number(name: str, value: Any, kind: int | float) -> int | float:
+    """``value`` as the type of ``kind``, or a one-line error (``kdiff eval`` options arrive parsed)."""
+    return config.coerce(value, kind, name, "alternating")
 
 
 @hookimpl

@@ -139,7 +139,7 @@ def test_settings_and_roi_validation():
     # options of `kdiff eval --method kernel-diff:...` arrive untyped: one-line errors, not TypeErrors
     for field, value, message in [("kernel_uncertainty", "abc", "kernel-uncertainty must be a number"),
                                   ("final_sigma_floor", "x", "final-sigma-floor must be a number"),
-                                  ("steps", 2.5, "steps must be a whole number"), ("samples", True, "samples must be"),
+                                  ("steps", 2.5, "--steps must be an integer"), ("samples", True, "samples must be"),
                                   ("guidance_scale", float("nan"), "--guidance-scale must be >= 0"),
                                   ("final_sigma_floor", float("nan"), "--final-sigma-floor must be >= 0"),
                                   ("sigma", "0.1", "sigma must be a number")]:
