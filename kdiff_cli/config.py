@@ -21,9 +21,14 @@ import json
 import math
 import os
 import re
-import tomllib
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10: the same parser from PyPI (a declared dependency there)
+    import tomli as tomllib
 
 from kdiff_cli.errors import KdiffError
 
@@ -44,6 +49,8 @@ BASE_DEFAULTS: dict[str, Any] = {
         "generator_weights": [],  # mixture weights (same length as generators); [] = equal
         "generator_params": {},  # per-generator parameters, e.g. {borodenko = {intensity = 0.5}}
         "kernels_file": "",  # .npz from `kdiff synth-kernels` (key "kernels"); replaces generators
+        "bank": 0,  # > 0: draw this many kernels once and keep them and the images on the device (GPU)
+        "bank_workers": 1,  # processes that draw the bank
         "sigma_min": 0.0,  # noise standard deviation ~ U(sigma_min, sigma_max), images in [0, 1]
         "sigma_max": 0.03,
         "boundary": "symmetric",  # boundary of the blur y = k * x
@@ -69,6 +76,7 @@ BASE_DEFAULTS: dict[str, Any] = {
         "val_every": 500,  # validation (and loss-curve PNG) every N steps; 0 = only at the end
         "ckpt_every": 500,  # checkpoint every N steps (and always at the end)
         "keep_every": 0,  # also keep ckpt-<step>.pt every N steps; 0 = only ckpt-latest.pt
+        "time_budget_s": 0,  # > 0: fit train.steps to about this many seconds of this session (set after 50 steps)
         "init": "",  # start from these weights (shipped name or .safetensors path); "" = random init
     },
 }

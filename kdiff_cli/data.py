@@ -212,13 +212,17 @@ class BlurredCrops:
         self.flip = flip
         self.boundary = boundary
 
-    def sample(self, batch: int, rng: np.random.Generator, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One batch on the CPU, float32; the same RNG states give the same batch."""
+    def sample(self, batch: int, rng: np.random.Generator, generator: torch.Generator,
+               device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """One batch on ``device``, float32; the same RNG states give the same batch.
+
+        Crops and kernels are drawn on the CPU; the blur runs on ``device`` (on a GPU it would
+        otherwise dominate a step of a kernel-resolution network)."""
         which = rng.integers(0, len(self.images), size=batch)
         crops = np.stack([to_unit(random_crop(self.images[i], self.crop, rng, self.flip)) for i in which])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
-        k = torch.from_numpy(self.kernels.sample(rng, batch)).float().unsqueeze(1)
-        sigma = torch.from_numpy(rng.uniform(self.sigma_min, self.sigma_max, size=batch)).float()
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous().to(device)
+        k = torch.from_numpy(self.kernels.sample(rng, batch)).float().unsqueeze(1).to(device)
+        sigma = torch.from_numpy(rng.uniform(self.sigma_min, self.sigma_max, size=batch)).float().to(device)
         y = ops.add_noise(ops.conv2d(x, k, self.boundary), sigma, generator)
         return {"x": x, "k": k, "y": y, "sigma": sigma}
 

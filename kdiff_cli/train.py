@@ -490,7 +490,12 @@ def fit(
     if dist.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    source = data_mod.from_config(d)
+    if d["bank"] > 0:
+        from kdiff_cli import device_data
+
+        source = device_data.from_config(d, device, cfg["seed"])
+    else:
+        source = data_mod.from_config(d)
     val_batches = [_to(b, device) for b in data_mod.validation_batches(d)] if dist.main else []
     log = CsvLog(run_dir / LOG_NAME, step) if dist.main else None
     title = f"kdiff train {task.name}"
@@ -526,10 +531,11 @@ def fit(
     shown: dict[str, float] = {}
     loss_sum, gn_sum, n_sum = 0.0, 0.0, 0
     t_last, step_last = time.perf_counter(), step
+    budget_from, budget_t0 = step, time.perf_counter()
     with bar(f"train {task.name}" + (f" (from step {step})" if step else ""), stop - step) as update:
         while step < stop:
             net.train()
-            batch = _to(source.sample(d["batch"], rngs.numpy, rngs.torch), device)
+            batch = source.sample(d["batch"], rngs.numpy, rngs.torch, device=device)
             with amp:
                 loss = task.loss(net, batch, rngs.torch)
             opt.zero_grad(set_to_none=True)
@@ -543,6 +549,11 @@ def fit(
             sched.step()
             ema.update(model, step)
             step += 1
+            if t["time_budget_s"] > 0 and step - budget_from == BUDGET_PROBE_STEPS:
+                steps = budget_steps(step, steps, time.perf_counter() - budget_t0, session_start, t["time_budget_s"])
+                stop = min(stop, steps)
+                cfg["train"]["steps"] = steps  # checkpoints and weights record the schedule actually run
+                echo(f"time budget {t['time_budget_s']} s: training to step {steps}")
             loss_sum += float(loss.detach())
             n_sum += 1
 
@@ -592,6 +603,19 @@ def fit(
 
 
 # --------------------------------------------------------------------------- a run, from the CLI
+
+
+#: steps timed before ``train.time_budget_s`` sets the step count
+BUDGET_PROBE_STEPS = 50
+
+
+def budget_steps(step: int, steps: int, probe_s: float, session_start: float, budget_s: float) -> int:
+    """The total step count that ends the session about ``budget_s`` after ``session_start``,
+    given that the last :data:`BUDGET_PROBE_STEPS` steps took ``probe_s`` (never above ``steps``,
+    never below ``step``). Validation and checkpoints are not counted: leave them a margin."""
+    rate = BUDGET_PROBE_STEPS / max(probe_s, 1e-9)
+    left = budget_s - (time.perf_counter() - session_start)
+    return int(min(steps, max(step, step + rate * left)))
 
 
 def default_run_dir(task_name: str) -> Path:

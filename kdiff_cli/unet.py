@@ -27,7 +27,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kdiff_cli import cues
 from kdiff_cli.errors import KdiffError
+
+#: what the network is conditioned on (``condition``)
+CONDITIONS = ("image", "autocorr")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -160,6 +164,7 @@ class KernelUNet(nn.Module):
         norm_groups: int = 8,  # GroupNorm groups (reduced to a divisor of the width when needed)
         time_embed_mult: int = 4,  # time-embedding width = time_embed_mult * model_channels
         image_global: bool = True,  # also add the image features' global mean to the time embedding
+        condition: str = "image",  # "image": encode y itself (the paper); "autocorr": y's gradient-autocorrelation cue
     ):
         super().__init__()
         levels, ilevels = len(channel_mult), len(image_channel_mult)
@@ -171,6 +176,8 @@ class KernelUNet(nn.Module):
             image_res_blocks = [image_res_blocks] * ilevels
         if len(image_res_blocks) != ilevels:
             raise KdiffError("image_res_blocks needs one entry per image level")
+        if condition not in CONDITIONS:
+            raise KdiffError(f"unknown condition {condition!r} (choose from {', '.join(CONDITIONS)})")
         self.config: dict[str, Any] = {
             "kernel_size": int(kernel_size),
             "image_channels": int(image_channels),
@@ -186,10 +193,14 @@ class KernelUNet(nn.Module):
             "norm_groups": int(norm_groups),
             "time_embed_mult": int(time_embed_mult),
             "image_global": bool(image_global),
+            "condition": str(condition),
         }
         self.kernel_size = int(kernel_size)
         self.image_channels = int(image_channels)
-        self.image_stride = 2 ** (ilevels - 1)
+        self.condition = condition
+        cue = condition == "autocorr"
+        # the autocorr cue lives on the kernel canvas, so y may have any size (>= cues.MIN_SIDE)
+        self.image_stride = 1 if cue else 2 ** (ilevels - 1)
         self.kernel_stride = 2 ** (levels - 1)
         g, mc = norm_groups, model_channels
         temb_dim = time_embed_mult * mc
@@ -200,7 +211,7 @@ class KernelUNet(nn.Module):
 
         # image encoder (no time input)
         ich = image_model_channels * image_channel_mult[0]
-        self.image_stem = nn.Conv2d(image_channels, ich, 3, padding=1)
+        self.image_stem = nn.Conv2d(cues.CUE_CHANNELS if cue else image_channels, ich, 3, padding=1)
         image_blocks: list[nn.Module] = []
         for level, mult in enumerate(image_channel_mult):
             if level > 0:
@@ -215,7 +226,8 @@ class KernelUNet(nn.Module):
 
         # kernel encoder (skips kept for the decoder)
         ch = mc * channel_mult[0]
-        self.kernel_stem = nn.Conv2d(1, ch, 3, padding=1)
+        # autocorr: the cue map is concatenated with k_t at the input (and encoded for the fusion)
+        self.kernel_stem = nn.Conv2d(1 + (cues.CUE_CHANNELS if cue else 0), ch, 3, padding=1)
         self.kernel_encoder = nn.ModuleList()
         skip_channels = [ch]
         res = kernel_size
@@ -253,9 +265,15 @@ class KernelUNet(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def encode_image(self, y: torch.Tensor) -> torch.Tensor:
-        """Image-encoder features of ``y`` (B, C, H, W) in [-1, 1]; independent of ``t``."""
+        """Image-encoder features of ``y`` (B, C, H, W) in [-1, 1]; independent of ``t``.
+
+        With ``condition="autocorr"`` these are the cue maps (B, CUE_CHANNELS, S, S) of
+        :func:`kdiff_cli.cues.gradient_autocorrelation` (encoded in :meth:`forward`).
+        """
         if y.dim() != 4 or y.shape[1] != self.image_channels:
             raise KdiffError(f"expected images (B, {self.image_channels}, H, W), got shape {tuple(y.shape)}")
+        if self.condition == "autocorr":
+            return cues.gradient_autocorrelation(y, self.kernel_size)
         H, W = y.shape[-2:]
         if H % self.image_stride or W % self.image_stride:
             raise KdiffError(f"image size {H}x{W} is not a multiple of the image-encoder stride {self.image_stride}")
@@ -285,10 +303,14 @@ class KernelUNet(nn.Module):
         t = torch.as_tensor(t, device=k_t.device).reshape(-1).expand(B)
         temb = self.time_embed(timestep_embedding(t, self.config["model_channels"]))
         f = image_features.expand(B, *image_features.shape[1:])
+        h = k_t
+        if self.condition == "autocorr":
+            h = torch.cat([k_t, f.to(k_t.dtype)], dim=1)
+            f = self.image_encoder(self.image_stem(f))
         if self.image_global is not None:
             temb = temb + self.image_global(f.mean(dim=(-2, -1)).to(temb.dtype))
 
-        h = self.kernel_stem(k_t)
+        h = self.kernel_stem(h)
         skips = [h]
         for stage in self.kernel_encoder:
             h = stage(h, temb)

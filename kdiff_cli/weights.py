@@ -62,6 +62,10 @@ def read(path: str | os.PathLike, tensors: bool = True) -> tuple[dict[str, torch
         raise
     except Exception as e:  # safetensors raises several types for truncated/corrupt headers
         raise KdiffError(f"cannot read weights file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise KdiffError(f"weights file {path} holds non-finite values (NaN or inf) in {len(bad)} tensor(s), "
+                         f"e.g. {bad[0]}; refusing to load it")
     return state, meta
 
 

@@ -381,6 +381,11 @@ def test_bad_weights_files_name_the_file(no_shipped, tmp_path):
     bad_shape = tmp_path / "shape.safetensors"
     wio.save(bad_shape, make("dwdn").state_dict(), {"solver": "dwdn", "model": {**SMALL["dwdn"], "widths": [8, 8, 16]}})
     wrong_solver = _save(make("unrolled"), tmp_path / "unrolled.safetensors", "unrolled", SMALL["unrolled"])
+    nan = tmp_path / "nan.safetensors"
+    wio.save(nan, {k: v.float() * float("nan") if v.is_floating_point() else v for k, v in make("dwdn").state_dict().items()},
+             {"solver": "dwdn", "model": SMALL["dwdn"]})
+    with pytest.raises(KdiffError, match="nan.safetensors holds non-finite values"):
+        load_solver("dwdn", weights=str(nan))
     for path in (truncated, corrupt, other_arch, bad_shape):
         with pytest.raises(KdiffError, match=str(path.name)):
             load_solver("dwdn", weights=str(path))
