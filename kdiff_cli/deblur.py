@@ -91,10 +91,14 @@ class BlindSettings:
             raise KdiffError(f"--kernel-uncertainty must be >= 0, got {self.kernel_uncertainty}")
         if self.window < 32:
             raise KdiffError(f"--window must be >= 32, got {self.window}")
+        if self.steps is not None and self.steps < 1:  # 0 used to fall back to the sampler's default silently
+            raise KdiffError(f"--steps must be >= 1, got {self.steps}")
+        if self.tile < 1:
+            raise KdiffError(f"--tile must be >= 1, got {self.tile} (tiles smaller than 2 x the kernel size + 1 are enlarged to that)")
 
     def effective_steps(self) -> int:
         """Reverse steps actually run: ``steps`` or the sampler's default."""
-        return self.steps or plugins.get("sampler", self.sampler).default_steps
+        return self.steps if self.steps is not None else plugins.get("sampler", self.sampler).default_steps
 
     def effective_refine_steps(self) -> int:
         """Stage II steps actually run: ``refine_steps`` or the refiner's default (0: none)."""

@@ -136,6 +136,12 @@ def test_settings_and_roi_validation():
         BlindSettings(downscale=3).validate()
     with pytest.raises(KdiffError, match="classical must be true or false"):
         BlindSettings(classical="maybe").validate()
+    # out-of-range values are refused, never replaced silently
+    with pytest.raises(KdiffError, match="--steps must be >= 1, got 0"):
+        BlindSettings(steps=0).validate()
+    with pytest.raises(KdiffError, match="--tile must be >= 1, got 0"):
+        BlindSettings(tile=0).validate()
+    assert BlindSettings(steps=7).effective_steps() == 7 and BlindSettings().effective_steps() == 25
     # options of `kdiff eval --method kernel-diff:...` arrive untyped: one-line errors, not TypeErrors
     for field, value, message in [("kernel_uncertainty", "abc", "kernel-uncertainty must be a number"),
                                   ("final_sigma_floor", "x", "final-sigma-floor must be a number"),
