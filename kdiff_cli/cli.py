@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from kdiff_cli import __version__
-from kdiff_cli.errors import KdiffError
+from kdiff_cli.errors import KdiffError, Terminated, handle_termination
 
 app = typer.Typer(
     name="kdiff",
@@ -41,6 +41,10 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except KdiffError as e:
             fail(str(e), e.exit_code)
+        except Terminated as e:
+            import signal
+
+            fail(f"terminated ({signal.Signals(e.signum).name})", 128 + e.signum)
         except KeyboardInterrupt:
             fail("interrupted", 130)
 
@@ -353,6 +357,7 @@ def figures_residual_cmd(
 
 def main() -> None:
     """Console-script entry point."""
+    handle_termination()
     app()
 
 

@@ -5,3 +5,25 @@ class KdiffError(Exception):
     """An error caused by the user's input or environment (bad file, bad option, missing weights)."""
 
     exit_code = 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C so that the same clean-up runs
+    (temporary files removed, worker processes ended); the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def handle_termination() -> None:
+    """Make SIGTERM (job schedulers, ``timeout``) and SIGHUP (a closed terminal) raise
+    :class:`Terminated` in the main thread instead of killing the process on the spot."""
+    import signal
+
+    def raise_terminated(signum, frame):  # noqa: ARG001
+        raise Terminated(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), raise_terminated)

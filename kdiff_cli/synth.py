@@ -166,8 +166,12 @@ _JOB: dict[str, Any] = {}
 
 
 def _worker_init() -> None:
-    """Workers leave Ctrl-C to the parent, which cancels the pool and cleans up."""
+    """Workers leave Ctrl-C and a hang-up to the parent, which cancels the pool and cleans up; a
+    SIGTERM (the parent ending them) ends a worker at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _worker(index: int, start: int, count: int) -> Any:
@@ -238,6 +242,11 @@ def produce(
             yield (*futures[fut], fut.result())
     except cf.process.BrokenProcessPool as e:
         raise KdiffError(f"a kernel worker process died ({e}); try --workers 1") from None
+    except BaseException:  # interrupted or terminated: end the workers now, not after their chunks
+        if pool is not None:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+        raise
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
