@@ -121,15 +121,7 @@ def from_rgb(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 def fft_size(n: int) -> int:
     """The smallest even 5-smooth integer (factors 2, 3, 5 only) that is >= ``n``."""
-    m = max(2, n + (n & 1))
-    while True:
-        r = m
-        for p in (2, 3, 5):
-            while r % p == 0:
-                r //= p
-        if r == 1:
-            return m
-        m += 2
+    return ops.fast_fft_len(n, even=True)
 
 
 def canvas_pads(H: int, W: int, h: int, w: int, margin: float = 1.0) -> tuple[int, int, int, int]:

@@ -91,10 +91,11 @@ def _grouped(x: torch.Tensor, k: torch.Tensor):
     return x.reshape(1, B * C, *x.shape[-2:]), k.repeat_interleave(C, dim=0), B * C, (B, C)
 
 
-def fast_fft_len(n: int) -> int:
+def fast_fft_len(n: int, even: bool = False) -> int:
     """The smallest ``m >= n`` of the form 2^a 3^b 5^c (FFTs of such lengths are several times
-    faster than of lengths with large prime factors, e.g. 319 = 11 x 29)."""
-    m = max(1, int(n))
+    faster than of lengths with large prime factors, e.g. 319 = 11 x 29); ``even``: also even."""
+    m = max(2, n + (n & 1)) if even else max(1, int(n))
+    step = 2 if even else 1
     while True:
         r = m
         for p in (2, 3, 5):
@@ -102,7 +103,7 @@ def fast_fft_len(n: int) -> int:
                 r //= p
         if r == 1:
             return m
-        m += 1
+        m += step
 
 
 def _fft_valid(xp: torch.Tensor, k: torch.Tensor, H: int, W: int) -> torch.Tensor:
