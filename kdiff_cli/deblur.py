@@ -25,7 +25,7 @@ from kdiff_cli import config, ops, plugins
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.guidance import ReblurGuidance, refine
 
-DEFAULT_WEIGHTS = "kernel-diff-borodenko"
+DEFAULT_WEIGHTS = "kernel-diff-autocorr"
 #: fraction of kernel mass in the outer ring that signals blur larger than the kernel canvas
 BORDER_MASS = 0.02
 
