@@ -243,9 +243,9 @@ def produce(
     except cf.process.BrokenProcessPool as e:
         raise KdiffError(f"a kernel worker process died ({e}); try --workers 1") from None
     except BaseException:  # interrupted or terminated: end the workers now, not after their chunks
-        if pool is not None:
+        if pool is not None:  # SIGKILL: a worker still starting has the parent's Python handlers
             for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
+                proc.kill()
         raise
     finally:
         if pool is not None:
