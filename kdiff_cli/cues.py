@@ -39,9 +39,8 @@ def _hann(n: int, like: torch.Tensor) -> torch.Tensor:
 def _lags(acf: torch.Tensor, size: int, stride: int) -> torch.Tensor:
     """Circular autocorrelation (…, N, M) at lags ``stride * (i - size // 2)``, i in 0..size-1."""
     N, M = acf.shape[-2:]
-    r = (stride * (torch.arange(size, device=acf.device) - size // 2)) % N
-    c = (stride * (torch.arange(size, device=acf.device) - size // 2)) % M
-    return acf[..., r[:, None], c[None, :]]
+    lag = stride * (torch.arange(size, device=acf.device) - size // 2)
+    return acf[..., (lag % N)[:, None], (lag % M)[None, :]]
 
 
 def gradient_autocorrelation(y: torch.Tensor, size: int) -> torch.Tensor:

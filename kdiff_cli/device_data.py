@@ -70,6 +70,15 @@ def _stack_images(images: list[np.ndarray], crop: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _dihedral(a: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """One of the 8 rotations/reflections of each square item of ``a`` (B, ..., P, P), chosen by
+    ``bits`` (B, 3) bool: flip columns, flip rows, transpose."""
+    b = bits.reshape(bits.shape[0], 3, *([1] * (a.dim() - 1)))
+    a = torch.where(b[:, 0], a.flip(-1), a)
+    a = torch.where(b[:, 1], a.flip(-2), a)
+    return torch.where(b[:, 2], a.transpose(-1, -2), a)
+
+
 class DeviceCrops:
     """Draws training batches ``{x, k, y, sigma}`` with images and kernels held on ``device``."""
 
@@ -104,16 +113,10 @@ class DeviceCrops:
         x = self.images[which.to(dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # B,P,P,3
         x = x.permute(0, 3, 1, 2)
         if self.flip:
-            f = torch.rand(batch, 3, generator=generator).to(dev) < 0.5
-            x = torch.where(f[:, 0, None, None, None], x.flip(-1), x)
-            x = torch.where(f[:, 1, None, None, None], x.flip(-2), x)
-            x = torch.where(f[:, 2, None, None, None], x.transpose(-1, -2), x)
+            x = _dihedral(x, torch.rand(batch, 3, generator=generator).to(dev) < 0.5)
         x = x.contiguous()
         k = self.bank[torch.randint(0, self.bank.shape[0], (batch,), generator=generator).to(dev)]
-        g = torch.rand(batch, 3, generator=generator).to(dev) < 0.5  # the 8 rotations/reflections
-        k = torch.where(g[:, 0, None, None], k.flip(-1), k)
-        k = torch.where(g[:, 1, None, None], k.flip(-2), k)
-        k = torch.where(g[:, 2, None, None], k.transpose(-1, -2), k)
+        k = _dihedral(k, torch.rand(batch, 3, generator=generator).to(dev) < 0.5)
         k = k.unsqueeze(1).contiguous()
         sigma = (self.sigma_min + (self.sigma_max - self.sigma_min) * torch.rand(batch, generator=generator)).to(dev)
         # the noise (the largest draw) comes from a device generator seeded from ``generator``
