@@ -165,6 +165,11 @@ class FileSink:
 _JOB: dict[str, Any] = {}
 
 
+#: signals the CLI turns into an exception (errors.handle_termination); held back while forking,
+#: where an exception raised in an at-fork hook would be swallowed and the signal lost
+_TERMINATING = {getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+
 def _worker_init() -> None:
     """Workers leave Ctrl-C and a hang-up to the parent, which cancels the pool and cleans up; a
     SIGTERM (the parent ending them) ends a worker at once."""
@@ -172,6 +177,7 @@ def _worker_init() -> None:
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING)  # blocked in the parent while it forked
 
 
 def _worker(index: int, start: int, count: int) -> Any:
@@ -232,12 +238,16 @@ def produce(
     gc.freeze()  # the workers' garbage collector then skips (and does not copy) the parent's objects
     pool = None
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-            pool = cf.ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
-            )
-            futures = {pool.submit(_worker, i, start, n): (start, n) for i, start, n in chunks}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING)  # delivered once the workers exist
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+                pool = cf.ProcessPoolExecutor(
+                    workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
+                )
+                futures = {pool.submit(_worker, i, start, n): (start, n) for i, start, n in chunks}
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fut in cf.as_completed(futures):
             yield (*futures[fut], fut.result())
     except cf.process.BrokenProcessPool as e:
