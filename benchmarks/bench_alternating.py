@@ -27,7 +27,8 @@ import torch
 
 os.environ.setdefault("COLUMNS", "150")
 
-from kdiff_cli import io, ops, plugins, progress  # noqa: E402
+from kdiff_cli import files, plugins, progress  # noqa: E402
+from kdiff_cli.maths import ops
 from kdiff_cli.solvers import load_solver  # noqa: E402
 
 CROP, KERNEL, NOISE, SEED = 256, 64, 0.01, 2024
@@ -68,10 +69,10 @@ def bench_alternating(data: Path, count: int) -> list[tuple]:
     wiener = load_solver("wiener")
     rows = []
     for i, path in enumerate(files):
-        img, _ = io.read_image(path)
+        img, _ = files.read_image(path)
         H, W = img.shape[:2]
         t, l = (H - CROP) // 2, (W - CROP) // 2
-        x = io.to_tensor(img[t : t + CROP, l : l + CROP])
+        x = files.to_tensor(img[t : t + CROP, l : l + CROP])
         k_true = torch.from_numpy(generator.sample(rng, 1, KERNEL)[0]).float()[None, None]
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(SEED + i))
         y = (ops.conv2d(x, k_true) + NOISE * noise).clamp(0, 1)

@@ -26,9 +26,10 @@ import torch
 
 os.environ.setdefault("COLUMNS", "150")
 
-from kdiff_cli import alternating, io, metrics, plugins, progress  # noqa: E402
-from kdiff_cli.deblur import DEFAULT_WEIGHTS, BlindSettings, deblur_image, load_kernel_model  # noqa: E402
-from kdiff_cli.deconv import solve_tiled  # noqa: E402
+from kdiff_cli.maths import alternating, metrics  # noqa: E402
+from kdiff_cli import files, plugins, progress
+from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings, deblur_image, load_kernel_model  # noqa: E402
+from kdiff_cli.maths.deconv import solve_tiled  # noqa: E402
 from kdiff_cli.solvers import load_solver  # noqa: E402
 from common import VAL_DIR, load_items  # noqa: E402
 
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     rows, results, notes = [], {}, []
 
     def tensor(a):
-        return io.to_tensor(a)
+        return files.to_tensor(a)
 
     # the baselines: blurred input, the solver with the true kernel
     base = {"blurred": [], "oracle": [], "random kernel (borodenko)": []}
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         with torch.no_grad():
             xo = solve_tiled(solver, tensor(it.y), torch.from_numpy(it.k).float()[None, None], it.sigma)
-        xo = io.to_numpy(xo.clamp(0, 1))
+        xo = files.to_numpy(xo.clamp(0, 1))
         base["oracle"].append((metrics.psnr(xo, it.x), metrics.ssim(xo, it.x), 1.0, time.perf_counter() - t0))
     for name, vals in base.items():
         results[name] = vals
@@ -108,10 +109,10 @@ def main(argv=None) -> int:
                 if opts.get("method") == "alternating":  # the classical MAP_{x,k} baseline, same final solver
                     t0 = time.perf_counter()
                     x, k, _ = alternating.run(tensor(it.y), alternating.AlternatingSettings(), solver=args.solver, sigma=FINAL_SIGMA)
-                    x, k, seconds = io.to_numpy(x), k.double()[0, 0].numpy(), time.perf_counter() - t0
+                    x, k, seconds = files.to_numpy(x), k.double()[0, 0].numpy(), time.perf_counter() - t0
                 else:
                     res = deblur_image(tensor(it.y), model, schedule, solver, BlindSettings(**opts))
-                    x, k, seconds = io.to_numpy(res.x), res.estimate.k.double()[0, 0].numpy(), res.seconds
+                    x, k, seconds = files.to_numpy(res.x), res.estimate.k.double()[0, 0].numpy(), res.seconds
                     kept.append(res.estimate.kept)
                     sigmas.append(res.sigma)
                 vals.append((metrics.psnr(x, it.x), metrics.ssim(x, it.x), metrics.mnc(k, it.k), seconds))

@@ -26,9 +26,10 @@ import torch
 
 os.environ.setdefault("COLUMNS", "150")
 
-from kdiff_cli import io, metrics, progress  # noqa: E402
-from kdiff_cli.deblur import DEFAULT_WEIGHTS, BlindSettings, estimate_kernel, final_sigma, load_kernel_model  # noqa: E402
-from kdiff_cli.deconv import noise_level, solve_tiled  # noqa: E402
+from kdiff_cli import files, progress  # noqa: E402
+from kdiff_cli.maths import metrics
+from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings, estimate_kernel, final_sigma, load_kernel_model  # noqa: E402
+from kdiff_cli.maths.deconv import noise_level, solve_tiled  # noqa: E402
 from kdiff_cli.solvers import load_solver  # noqa: E402
 from common import VAL_DIR, load_items  # noqa: E402
 
@@ -59,14 +60,14 @@ def main(argv=None) -> int:
     mnc, agree = np.zeros(len(items)), np.zeros(len(items))
     with progress.task_bar("final sigma", total=len(items), unit="img") as update:
         for i, it in enumerate(items):
-            y = io.to_tensor(it.y)
+            y = files.to_tensor(it.y)
             est = estimate_kernel(y, model, schedule, solver, base)
             mnc[i], agree[i] = metrics.mnc(est.k.double()[0, 0].numpy(), it.k), est.agreement
             sigma = noise_level(base.sigma, y)
             for j, (_, settings) in enumerate(rules):
                 with torch.no_grad():
                     x = solve_tiled(solver, y, est.k, final_sigma(sigma, est.agreement, settings))
-                psnr[i, j] = metrics.psnr(io.to_numpy(x.clamp(0, 1)), it.x)
+                psnr[i, j] = metrics.psnr(files.to_numpy(x.clamp(0, 1)), it.x)
             update(1, mnc=mnc[i], agreement=agree[i])
 
     groups = [("MNC < 0.7", mnc < 0.7), ("0.7 <= MNC < 0.9", (mnc >= 0.7) & (mnc < 0.9)), ("MNC >= 0.9", mnc >= 0.9)]

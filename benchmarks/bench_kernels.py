@@ -26,7 +26,9 @@ import numpy as np
 
 os.environ.setdefault("COLUMNS", "150")  # the tables are wide; rich reads this when not on a terminal
 
-from kdiff_cli import kernels, plugins, progress, synth  # noqa: E402
+from kdiff_cli.maths import kernels  # noqa: E402
+from kdiff_cli import plugins, progress
+from kdiff_cli.apps import synth
 
 #: medians of the reference implementation over 4,000 kernels of 64 x 64 (see the module docstring)
 REFERENCE_MEDIANS = {"area": 114.0, "max": 0.0187, "extent": 35.0}

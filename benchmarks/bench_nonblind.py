@@ -3,7 +3,7 @@
     python benchmarks/bench_nonblind.py [--quick] [--limit N] [--solvers wiener,dwdn,unrolled]
                                         [--data /work/shared/data/val] [--no-baselines] [--json OUT]
 
-Items follow the BSD100 protocol of ``kdiff eval`` (:func:`kdiff_cli.datasets.synthesize`, seed
+Items follow the BSD100 protocol of ``kdiff eval`` (:func:`kdiff_cli.apps.datasets.synthesize`, seed
 2023) on the validation photos: per image a seeded 256x256 crop, a seeded 64x64 ``borodenko``
 kernel, symmetric-boundary blur, Gaussian noise sigma = 0.01, stored at 16 bits. Table columns:
 
@@ -36,7 +36,9 @@ import torch
 
 os.environ.setdefault("COLUMNS", "150")  # the table is wide; rich reads this when not on a terminal
 
-from kdiff_cli import datasets, io, metrics, ops, plugins, progress  # noqa: E402
+from kdiff_cli.apps import datasets  # noqa: E402
+from kdiff_cli import files, plugins, progress
+from kdiff_cli.maths import metrics, ops
 from kdiff_cli.errors import KdiffError  # noqa: E402
 from kdiff_cli.solvers import load_solver  # noqa: E402
 from common import PROTOCOL, VAL_DIR, load_items  # noqa: E402
@@ -86,11 +88,11 @@ def score(x: np.ndarray, item: datasets.Item) -> tuple[float, float]:
 def run_solver(model: torch.nn.Module, items, kernels) -> list[tuple[float, float]]:
     out = []
     for item, k in zip(items, kernels):
-        y = io.to_tensor(item.y)
+        y = files.to_tensor(item.y)
         kt = torch.from_numpy(k.astype(np.float32))[None, None]
         with torch.no_grad():
             x = model(y, kt, item.sigma)
-        out.append(score(io.to_numpy(x.clamp(0, 1)), item))
+        out.append(score(files.to_numpy(x.clamp(0, 1)), item))
     return out
 
 

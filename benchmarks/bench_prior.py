@@ -31,9 +31,10 @@ import torch
 
 os.environ.setdefault("COLUMNS", "150")
 
-from kdiff_cli import io, metrics, plugins, progress  # noqa: E402
-from kdiff_cli.deblur import load_kernel_model  # noqa: E402
-from kdiff_cli.ops import conv2d, add_noise  # noqa: E402
+from kdiff_cli import files, plugins, progress  # noqa: E402
+from kdiff_cli.maths import metrics
+from kdiff_cli.blind.estimator import load_kernel_model  # noqa: E402
+from kdiff_cli.maths.ops import conv2d, add_noise  # noqa: E402
 from common import VAL_DIR, load_items  # noqa: E402
 
 LAI_KERNELS = VAL_DIR.parent / "lai-uniform" / "kernels"
@@ -49,7 +50,7 @@ def lai_kernels(folder: Path, canvas: int = 64, fit: int = 60) -> list[np.ndarra
 
     out = []
     for path in sorted(folder.glob("*.png")):
-        k = io.read_image(path)[0].astype(np.float64)
+        k = files.read_image(path)[0].astype(np.float64)
         k = k.mean(axis=-1) if k.ndim == 3 else k
         if max(k.shape) > fit:
             k = np.clip(ndimage.zoom(k, fit / max(k.shape), order=1), 0, None)
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     items = load_items(args.data, args.limit)
-    ys = [io.to_tensor(it.y) for it in items]
+    ys = [files.to_tensor(it.y) for it in items]
     ks = [it.k for it in items]
     rng = np.random.default_rng(99)  # random kernels from the benchmark's generator: the chance level
     random_k = plugins.get("generator", "borodenko").sample(rng, len(items), 64)
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     for k in lai:
         kt = torch.from_numpy(k).float()[None, None]
         for it in items[: args.lai_limit]:
-            lai_ys.append(add_noise(conv2d(io.to_tensor(it.x), kt), 0.01, g).clamp(0, 1))
+            lai_ys.append(add_noise(conv2d(files.to_tensor(it.x), kt), 0.01, g).clamp(0, 1))
             lai_ks.append(k)
     lai_chance = statistics.fmean(metrics.mnc(random_k[i % len(random_k)], k) for i, k in enumerate(lai_ks)) if lai_ks else float("nan")
 

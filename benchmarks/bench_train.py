@@ -32,9 +32,10 @@ def one(config_file: str, precision: str, threads: int, steps: int, warmup: int)
     """Measure one precision in this process; returns a JSON-able dict."""
     import torch
 
-    from kdiff_cli import config, ops
-    from kdiff_cli.kernel_task import KernelDiffTask
-    from kdiff_cli.unet import count_parameters
+    from kdiff_cli import config
+    from kdiff_cli.maths import ops
+    from kdiff_cli.apps.train.kernel_task import KernelDiffTask
+    from kdiff_cli.maths.unet import count_parameters
 
     torch.set_num_threads(threads)
     task = KernelDiffTask()

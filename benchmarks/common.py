@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdiff_cli import datasets
+from kdiff_cli.apps import datasets
 
 #: the paper's synthetic protocol (`kdiff eval bsd100` defaults); seed 2023 is held out from training (seed 0)
 PROTOCOL = {"seed": 2023, "generator": "borodenko", "sigma": 0.01, "crop": 256, "kernel_size": 64}

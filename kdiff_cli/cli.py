@@ -104,7 +104,8 @@ def synth_kernels_cmd(
     import gc
     import time
 
-    from kdiff_cli import progress, synth
+    from kdiff_cli import progress
+    from kdiff_cli.apps import synth
 
     gc.disable()  # loading the plugins (torch) makes millions of objects; collecting them costs ~0.2 s
     try:
@@ -149,7 +150,8 @@ def train_cmd(
 
     Multi-process: torchrun --nproc_per_node N --no-python kdiff train TASK ...
     """
-    from kdiff_cli import progress, train
+    from kdiff_cli import progress
+    from kdiff_cli.apps.train import loop as train
 
     overrides = list(set_ or []) + ([f"train.init={init}"] if init else [])
     result = train.run(
@@ -196,7 +198,9 @@ def deblur_cmd(
     tile: Annotated[int, typer.Option(help="Tile side of the final deconvolution (tiles overlap by the kernel size).")] = 512,
 ):
     """Deblur images: blind (Kernel-Diff by default) or, with --kernel, non-blind."""
-    from kdiff_cli import deblur, nonblind, progress
+    from kdiff_cli.blind import estimator as deblur
+    from kdiff_cli.apps import nonblind
+    from kdiff_cli import progress
 
     paths = nonblind.expand_inputs(inputs)
     if kernel is not None:
@@ -290,7 +294,8 @@ def eval_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ):
     """Evaluate blind deblurring methods on a benchmark: table, metrics.json/.csv, grid.png."""
-    from kdiff_cli import datasets, evaluate, progress
+    from kdiff_cli.apps import datasets, evaluate
+    from kdiff_cli import progress
 
     options = {"data_dir": data_dir, "download": download, "seed": seed, "generator": generator, "sigma": sigma,
                "crop": crop, "kernel_size": kernel_size}
@@ -322,7 +327,8 @@ def toy_cmd(
     noise: Annotated[float, typer.Option(help="Standard deviation beta of the additive Gaussian noise.")] = 0.01,
 ):
     """The paper's 1-D toy (sec. 3.1): alternating MAP_{x,k} falls into false minima, MAP_k does not."""
-    from kdiff_cli import progress, toy
+    from kdiff_cli import progress
+    from kdiff_cli.apps.analysis import toy
 
     result = toy.run_toy(toy.ToyConfig(seed=seed, starts=starts, noise=noise))
     written = toy.write_outputs(result, out)
@@ -345,7 +351,8 @@ def figures_residual_cmd(
     steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps of kernel-diff.")] = None,
 ):
     """Figure 5: reblur residual over iterations, Kernel-Diff vs the alternating baseline."""
-    from kdiff_cli import figures, progress
+    from kdiff_cli.apps.analysis import figures
+    from kdiff_cli import progress
 
     opts = {"kernel-diff": {k: v for k, v in {"weights": weights, "solver": solver, "steps": steps}.items() if v is not None}}
     with progress.task_bar("trials", total=trials, unit="trials") as update:

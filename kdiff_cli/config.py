@@ -334,7 +334,7 @@ def save(cfg: Mapping[str, Any], path: str | os.PathLike, meta: Mapping[str, Any
     if meta:
         data[META] = dict(meta)
     text = dumps_toml(data, header="kdiff resolved training config; reuse with --config or --resume")
-    from kdiff_cli.io import atomic_path
+    from kdiff_cli.files import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

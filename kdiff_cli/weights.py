@@ -40,7 +40,7 @@ def save(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict
     """Write ``state`` (tensors) and ``metadata`` (JSON-serialisable) atomically."""
     from safetensors.torch import save_file
 
-    from kdiff_cli.io import atomic_path
+    from kdiff_cli.files import atomic_path
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:

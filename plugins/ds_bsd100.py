@@ -1,6 +1,6 @@
 """The BSD100 benchmark of the paper (section 4.2): seeded crops, kernels and noise on BSDS300 test images."""
 
-from kdiff_cli import datasets
+from kdiff_cli.apps import datasets
 from kdiff_cli.hookspecs import hookimpl
 
 

@@ -1,6 +1,6 @@
 """Any paired set: blurred/, sharp/ and optional kernels/ folders, matched by file name."""
 
-from kdiff_cli import datasets
+from kdiff_cli.apps import datasets
 from kdiff_cli.hookspecs import hookimpl
 
 

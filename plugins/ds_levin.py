@@ -1,6 +1,6 @@
 """Levin et al. (2009) benchmark layout, scored by the error ratio and the success rate at ratio <= 3."""
 
-from kdiff_cli import datasets
+from kdiff_cli.apps import datasets
 from kdiff_cli.hookspecs import hookimpl
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
-from kdiff_cli.kernels import check_count_size, check_range, rasterize
+from kdiff_cli.maths.kernels import check_count_size, check_range, rasterize
 
 #: total trajectory length (px) at size 64 in the paper's setting; scaled with the kernel size
 LENGTH_AT_64 = 60.0

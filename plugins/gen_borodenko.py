@@ -14,7 +14,7 @@ oversampled canvas of diagonal D (canvas pixels):
 The line is rasterised with sub-pixel accuracy straight at the output size: points every output
 pixel along each segment, each spread over 3 x 3 pixels with its exact position and the variance
 across the line of the reference's drawing (:func:`line_variance`, 0.29 px^2 at size 64), all
-kernels of a batch at once (:func:`kdiff_cli.kernels.rasterize`). Sizes whose line is wider than
+kernels of a batch at once (:func:`kdiff_cli.maths.kernels.rasterize`). Sizes whose line is wider than
 three pixels can hold (>= 71 px) get the rest of the variance as a Gaussian blur.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
-from kdiff_cli.kernels import SPREAD_RANGE, check_count_size, check_range, per_kernel, rasterize
+from kdiff_cli.maths.kernels import SPREAD_RANGE, check_count_size, check_range, per_kernel, rasterize
 
 #: the model's numerical-stability constant (``eps`` of the reference implementation)
 EPS = 0.1

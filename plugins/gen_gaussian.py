@@ -13,7 +13,7 @@ import numpy as np
 
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
-from kdiff_cli.kernels import check_count_size, check_range, normalize
+from kdiff_cli.maths.kernels import check_count_size, check_range, normalize
 
 
 class Gaussian:

@@ -14,7 +14,7 @@ import numpy as np
 
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
-from kdiff_cli.kernels import check_count_size, check_range, per_kernel, rasterize
+from kdiff_cli.maths.kernels import check_count_size, check_range, per_kernel, rasterize
 
 #: spacing (px) of the points sampling each segment
 SPACING = 0.125

@@ -1,7 +1,7 @@
 """Method ``alternating``: classical MAP_{x,k} blind deblurring by alternating minimization (CPU).
 
 Coarse-to-fine L0-gradient x-step / FFT least-squares k-step on the luminance, then
-``x = F(y, k)`` by a registered non-blind solver; see :mod:`kdiff_cli.alternating`.
+``x = F(y, k)`` by a registered non-blind solver; see :mod:`kdiff_cli.maths.alternating`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Alternating:
         alternation; ``solver`` / ``solver_weights``: the non-blind solver of the final image;
         ``sigma``: noise level passed to it (``None``: estimated); the rest tune the two steps.
         """
-        from kdiff_cli import alternating
+        from kdiff_cli.maths import alternating
 
         settings = alternating.AlternatingSettings(
             kernel_size=64 if kernel_size is None else _number("kernel_size", kernel_size, 0),

@@ -9,7 +9,7 @@ from kdiff_cli.hookspecs import hookimpl
 
 @lru_cache(maxsize=4)
 def _models(weights: str, solver: str, solver_weights: str | None, device: str):
-    from kdiff_cli.deblur import load_kernel_model
+    from kdiff_cli.blind.estimator import load_kernel_model
     from kdiff_cli.solvers import load_solver
     import torch
 
@@ -25,7 +25,7 @@ class KernelDiff:
     @classmethod
     def validate_options(cls, **options):
         """Raise a one-line error for options that are not valid pipeline settings."""
-        from kdiff_cli.deblur import DEFAULT_WEIGHTS, BlindSettings
+        from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings
         from kdiff_cli.errors import KdiffError
 
         fields = BlindSettings.__dataclass_fields__
@@ -43,8 +43,8 @@ class KernelDiff:
 
     @classmethod
     def run(cls, y, *, weights=None, solver_weights=None, device="cpu", callback=None, k_true=None, expect_kernel_size=None, **options):  # noqa: ARG003 (checked in validate_options)
-        """Deblur ``y`` (1, C, H, W); ``options`` are :class:`kdiff_cli.deblur.BlindSettings` fields."""
-        from kdiff_cli.deblur import DEFAULT_WEIGHTS, BlindSettings, deblur_image, settings_dict
+        """Deblur ``y`` (1, C, H, W); ``options`` are :class:`kdiff_cli.blind.estimator.BlindSettings` fields."""
+        from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings, deblur_image, settings_dict
 
         options.setdefault("sampler", cls.sampler)
         if cls.sampler == "unguided":  # the ablation ignores any --sampler choice

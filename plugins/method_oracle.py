@@ -12,7 +12,7 @@ class Oracle:
 
     def run(self, y, *, k_true=None, sigma=None, solver: str = "wiener", weights: str | None = None, device=None):
         """``x = F(y, k_true)`` with the solver named ``solver`` (weights: a file or shipped name)."""
-        from kdiff_cli import evaluate
+        from kdiff_cli.apps import evaluate
 
         if k_true is None:
             raise KdiffError("the oracle method needs the true kernel; this dataset has none")

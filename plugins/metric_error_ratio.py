@@ -24,7 +24,8 @@ class ErrorRatio:
         return None if self.solver in plugins.names("solver") else f"needs the {self.solver!r} solver plugin"
 
     def compute(self, result, item) -> float | None:
-        from kdiff_cli import evaluate, metrics
+        from kdiff_cli.apps import evaluate
+        from kdiff_cli.maths import metrics
 
         if result.k is None or item.k is None:
             return None

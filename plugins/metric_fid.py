@@ -8,7 +8,7 @@ the column reads ``n/a`` with how to install them.
 import numpy as np
 import torch
 
-from kdiff_cli import metrics
+from kdiff_cli.maths import metrics
 from kdiff_cli.hookspecs import hookimpl
 
 

@@ -7,7 +7,7 @@ Never computed from random weights: without ``alexnet-owt-7be5be79.pth`` in the 
 import numpy as np
 import torch
 
-from kdiff_cli import metrics
+from kdiff_cli.maths import metrics
 from kdiff_cli.hookspecs import hookimpl
 
 

@@ -1,6 +1,6 @@
 """MNC of the estimated kernel against the true kernel (the paper's Table 2)."""
 
-from kdiff_cli import metrics
+from kdiff_cli.maths import metrics
 from kdiff_cli.hookspecs import hookimpl
 
 

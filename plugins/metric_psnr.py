@@ -1,6 +1,6 @@
 """PSNR (dB) of the deblurred image against the ground truth (the paper's Table 1)."""
 
-from kdiff_cli import metrics
+from kdiff_cli.maths import metrics
 from kdiff_cli.hookspecs import hookimpl
 
 

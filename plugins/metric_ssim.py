@@ -1,6 +1,6 @@
 """SSIM of the deblurred image against the ground truth (scikit-image, the paper's Table 1)."""
 
-from kdiff_cli import metrics
+from kdiff_cli.maths import metrics
 from kdiff_cli.hookspecs import hookimpl
 
 

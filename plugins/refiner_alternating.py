@@ -3,7 +3,7 @@
 The reblur loss with a linear solver such as ``wiener`` depends on the kernel's Fourier magnitude
 only (``k * F(y, k)`` is ``|K|^2 / (|K|^2 + lambda) Y``), so gradient steps on it cannot correct a
 kernel's phase: its shape and asymmetry. This refiner instead runs the classical x-step / k-step
-alternation (L0 gradient prior, :mod:`kdiff_cli.alternating`) over the finer half of the pyramid,
+alternation (L0 gradient prior, :mod:`kdiff_cli.maths.alternating`) over the finer half of the pyramid,
 starting from the Kernel-Diff sample: the sample puts it in the basin of the true kernel, so it
 does not fall into the delta-kernel minimum it reaches from a blind start (docs/deblur.md has the
 measurements).
@@ -11,8 +11,8 @@ measurements).
 
 import torch
 
-from kdiff_cli import alternating
-from kdiff_cli.guidance import RefineResult
+from kdiff_cli.maths import alternating
+from kdiff_cli.maths.guidance import RefineResult
 from kdiff_cli.hookspecs import hookimpl
 
 

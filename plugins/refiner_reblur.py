@@ -1,6 +1,6 @@
 """`reblur`: the paper's Stage II: projected gradient steps on ||y - k * F(y, k)||^2 from k0."""
 
-from kdiff_cli.guidance import refine
+from kdiff_cli.maths.guidance import refine
 from kdiff_cli.hookspecs import hookimpl
 
 
@@ -16,7 +16,7 @@ class ReblurRefiner:
 
     @staticmethod
     def refine(guidance, k0, *, steps=20, callback=None):
-        """``steps`` gradient steps from ``k0`` (B, 1, S, S); see :func:`kdiff_cli.guidance.refine`."""
+        """``steps`` gradient steps from ``k0`` (B, 1, S, S); see :func:`kdiff_cli.maths.guidance.refine`."""
         return refine(guidance, k0, steps=steps, callback=callback)
 
 

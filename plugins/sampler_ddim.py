@@ -2,9 +2,9 @@
 
 from functools import partial
 
-from kdiff_cli import diffusion
+from kdiff_cli.maths import diffusion
 from kdiff_cli.hookspecs import hookimpl
-from kdiff_cli.sampling import check_steps, reverse_diffusion
+from kdiff_cli.maths.sampling import check_steps, reverse_diffusion
 
 
 class DDIMSampler:

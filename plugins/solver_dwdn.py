@@ -4,7 +4,7 @@ Written from the paper's description, sized for a CPU:
 
 1. **feature extraction** -- a 5x5 conv and residual blocks map ``y`` to ``features`` (16) maps;
 2. **Wiener deconvolution in feature space** -- every feature map is deconvolved with ``k`` in
-   closed form (:func:`kdiff_cli.deconv.deconvolve`, gradient prior) with a noise-to-signal ratio
+   closed form (:func:`kdiff_cli.maths.deconv.deconvolve`, gradient prior) with a noise-to-signal ratio
    estimated from the input: ``nsr_c = exp(s_c) * (lambda_scale * sigma^2 + lambda_floor)``,
    ``sigma`` from ``y`` (MAD) when not given, ``s_c`` learned per feature. The image itself is
    also deconvolved (boundary-aware, as the ``wiener`` solver does) and travels with the features;
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdiff_cli import deconv, ops
+from kdiff_cli.maths import deconv, ops
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
-from kdiff_cli.layers import res_blocks, zero_conv
+from kdiff_cli.maths.layers import res_blocks, zero_conv
 
 
 def _up(r: torch.Tensor) -> torch.Tensor:

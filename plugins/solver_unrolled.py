@@ -7,11 +7,11 @@ HQS splits ``min_x ||M (k * x) - y||^2 + lam ||D x||^2 + R(x)`` into alternating
   ResUNet as in USRNet: 2x2 pixel-unshuffle, three levels of ``widths`` channels, pixel-shuffle
   back), told the input noise level ``sigma`` and the stage ``(i + 1) / stages``;
 * data step ``x_{i+1} = argmin ||M (k * x) - y||^2 + lam_i ||D x||^2 + mu_i ||x - z_i||^2``
-  (:func:`kdiff_cli.deconv.prox_canvas`: the unknown-boundary model of the Wiener solver, so the
+  (:func:`kdiff_cli.maths.deconv.prox_canvas`: the unknown-boundary model of the Wiener solver, so the
   edges do not ring, solved by a few CG steps), with learned per-stage weights
   ``lam_i = exp(a_i) lam`` and ``mu_i = exp(b_i) lam``, ``lam = lambda_scale sigma^2 + lambda_floor``.
 
-``x_0`` is the boundary-aware Wiener estimate (:func:`kdiff_cli.deconv.deconvolve_canvas`), and
+``x_0`` is the boundary-aware Wiener estimate (:func:`kdiff_cli.maths.deconv.deconvolve_canvas`), and
 it is a fixed point of every data step while ``z = x``: the denoiser's last convolution starts at
 zero, so an untrained network returns the Wiener solution and training only has to learn the
 improvement. The output is the last prior step. Gray images run as three equal channels.
@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdiff_cli import deconv, ops
+from kdiff_cli.maths import deconv, ops
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
-from kdiff_cli.layers import res_blocks, zero_conv
+from kdiff_cli.maths.layers import res_blocks, zero_conv
 
 #: the denoiser sees sigma scaled by this, so its input map is O(1)
 SIGMA_SCALE = 10.0

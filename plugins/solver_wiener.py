@@ -5,7 +5,7 @@ gradient, ``lambda(sigma) = lambda_scale * sigma^2 + lambda_floor`` (``sigma`` g
 from ``y``) and ``M`` the observed window of a larger periodic canvas: the image is mirrored and
 tapered onto the canvas, solved in closed form, then refined by a few preconditioned CG steps that
 treat the pixels beyond the image edges as unknowns, so large kernels do not ring at the borders
-(see :mod:`kdiff_cli.deconv`). No learned weights; differentiable in ``y`` and ``k``.
+(see :mod:`kdiff_cli.maths.deconv`). No learned weights; differentiable in ``y`` and ``k``.
 
 ``lambda_scale`` and ``lambda_floor`` were tuned on training crops (Borodenko 64x64 kernels,
 sigma 0 to 0.04, symmetric-boundary blur); see docs/solvers.md.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdiff_cli import deconv
+from kdiff_cli.maths import deconv
 from kdiff_cli.hookspecs import hookimpl
 
 

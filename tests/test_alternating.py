@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdiff_cli import alternating as A
-from kdiff_cli import deconv, ops, plugins
+from kdiff_cli.maths import alternating as A
+from kdiff_cli.maths import deconv, ops
+from kdiff_cli import plugins
 from kdiff_cli.errors import KdiffError
 
 SIZE = 15  # kernel side of the synthetic problem

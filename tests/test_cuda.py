@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdiff_cli import cues, device_data, diffusion
-from kdiff_cli.unet import KernelUNet
+from kdiff_cli.maths import cues, diffusion
+from kdiff_cli.apps.train import device_data
+from kdiff_cli.maths.unet import KernelUNet
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdiff_cli import cues, device_data, ops, train
+from kdiff_cli.maths import cues, ops
+from kdiff_cli.apps.train import device_data, loop as train
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.unet import KernelUNet, build_unet
+from kdiff_cli.maths.unet import KernelUNet, build_unet
 
 
 def _noise_image(seed=0, size=128):
@@ -171,8 +172,8 @@ def test_autocorr_prior_learns_to_follow_y():
     """Trained for a few hundred steps on two blurs (a horizontal and a vertical line), the tiny
     autocorr prior denoises a kernel far better given the y that kernel blurred than given the
     other blur's y: its prediction depends on y (the conditional prior conditions)."""
-    from kdiff_cli import diffusion
-    from kdiff_cli.schedule import NoiseSchedule
+    from kdiff_cli.maths import diffusion
+    from kdiff_cli.maths.schedule import NoiseSchedule
 
     m = _tiny_autocorr()
     schedule = NoiseSchedule()

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdiff_cli import datasets, io, ops, plugins
+from kdiff_cli.apps import datasets
+from kdiff_cli import files, plugins
+from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
 
 IDS = datasets.BSD100_IDS[:6]
@@ -284,13 +286,13 @@ def _levin(root, n_images=2, n_kernels=2):
         k = np.zeros((9, 9))
         k[4, 2 : 3 + 2 * j] = 1.0
         kernels[j] = k / k.sum()
-        io.write_image(root / "gt" / f"kernel{j}.png", k / k.max(), bit_depth=16)
+        files.write_image(root / "gt" / f"kernel{j}.png", k / k.max(), bit_depth=16)
     for i in range(1, n_images + 1):
         x = texture(rng, 40, 40).mean(axis=2, keepdims=True)
-        io.write_image(root / "gt" / f"im{i}.png", x)
+        files.write_image(root / "gt" / f"im{i}.png", x)
         for j in range(1, n_kernels + 1):
             y = ops.conv2d(torch.from_numpy(x.transpose(2, 0, 1)[None]), torch.from_numpy(kernels[j])[None, None])
-            io.write_image(root / f"im{i}_kernel{j}_img.png", y[0].numpy().transpose(1, 2, 0))
+            files.write_image(root / f"im{i}_kernel{j}_img.png", y[0].numpy().transpose(1, 2, 0))
     return kernels
 
 
@@ -312,17 +314,17 @@ def test_levin_layout(tmp_path):
 def test_folder_layout_and_errors(tmp_path):
     rng = np.random.default_rng(4)
     for name in ("a", "b"):
-        io.write_image(tmp_path / "blurred" / f"{name}.png", texture(rng, 20, 24))
-        io.write_image(tmp_path / "sharp" / f"{name}.jpg", texture(rng, 20, 24))
+        files.write_image(tmp_path / "blurred" / f"{name}.png", texture(rng, 20, 24))
+        files.write_image(tmp_path / "sharp" / f"{name}.jpg", texture(rng, 20, 24))
     (tmp_path / "kernels").mkdir()
     np.save(tmp_path / "kernels" / "a.npy", np.ones((3, 3)))
     refs = datasets.load_folder(tmp_path)
     a, b = (r.load() for r in refs)
     assert a.k.shape == (3, 3) and a.k.sum() == pytest.approx(1.0) and b.k is None
-    io.write_image(tmp_path / "blurred" / "c.png", texture(rng, 20, 24))
+    files.write_image(tmp_path / "blurred" / "c.png", texture(rng, 20, 24))
     with pytest.raises(KdiffError, match="blurred/c.png has no partner"):
         datasets.load_folder(tmp_path)
-    io.write_image(tmp_path / "sharp" / "c.png", texture(rng, 10, 24))
+    files.write_image(tmp_path / "sharp" / "c.png", texture(rng, 10, 24))
     with pytest.raises(KdiffError, match="is 24x20 but"):
         datasets.load_folder(tmp_path)[2].load()
     with pytest.raises(KdiffError, match="has no blurred/ folder"):

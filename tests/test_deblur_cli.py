@@ -7,10 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdiff_cli import io, weights
+from kdiff_cli import files, weights
 from kdiff_cli.cli import app
-from kdiff_cli.schedule import NoiseSchedule
-from kdiff_cli.unet import KernelUNet
+from kdiff_cli.maths.schedule import NoiseSchedule
+from kdiff_cli.maths.unet import KernelUNet
 
 runner = CliRunner()
 
@@ -32,8 +32,8 @@ def photos(tmp_path):
     g = np.random.default_rng(0)
     base = g.random((12, 12, 3)).astype(np.float32)
     img = np.kron(base, np.ones((8, 8, 1), np.float32))[:80, :72]
-    io.write_image(tmp_path / "a.png", img, 16)
-    io.write_image(tmp_path / "b.jpg", img, 8)
+    files.write_image(tmp_path / "a.png", img, 16)
+    files.write_image(tmp_path / "b.jpg", img, 8)
     (tmp_path / "bad.png").write_bytes(b"not an image")
     return tmp_path
 
@@ -54,7 +54,7 @@ def test_blind_outputs_depth_and_report(tiny_weights, photos):
         k = np.load(out / f"{stem}_kernel.npy")
         assert k.dtype == np.float32 and k.shape == (16, 16) and abs(k.sum() - 1) < 1e-5 and k.min() >= 0
         assert (out / f"{stem}_kernel.png").is_file()
-    _, info = io.read_image(out / "a_deblurred.png")
+    _, info = files.read_image(out / "a_deblurred.png")
     assert info.bit_depth == 16
     rep = json.loads((out / "report.json").read_text())
     assert set(rep) == {"a.png", "b.jpg"}
@@ -189,7 +189,7 @@ def test_classical_candidate_in_the_map_k_choice(tiny_weights, photos):
 
 
 def test_final_sigma_grows_with_the_candidates_disagreement():
-    from kdiff_cli.deblur import BlindSettings, final_sigma
+    from kdiff_cli.blind.estimator import BlindSettings, final_sigma
 
     s = BlindSettings()
     sigma = torch.tensor([0.01])

@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
-from kdiff_cli import config, diffusion, ops, weights
+from kdiff_cli import config, weights
+from kdiff_cli.maths import diffusion, ops
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.kernel_task import KernelDiffTask, sample_unguided, unet_config
-from kdiff_cli.schedule import NoiseSchedule
-from kdiff_cli.unet import KernelUNet, build_unet
+from kdiff_cli.apps.train.kernel_task import KernelDiffTask, sample_unguided, unet_config
+from kdiff_cli.maths.schedule import NoiseSchedule
+from kdiff_cli.maths.unet import KernelUNet, build_unet
 
 D = torch.float64
 

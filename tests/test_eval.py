@@ -9,7 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdiff_cli import datasets, evaluate, io, ops, plugins
+from kdiff_cli.apps import datasets, evaluate
+from kdiff_cli import files, plugins
+from kdiff_cli.maths import ops
 from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
 
@@ -136,7 +138,7 @@ def test_blurred_end_to_end_and_outputs(fake_bsd, tmp_path, no_hub):
     assert csv[0] == "image,method,psnr,ssim,lpips,fid,mnc" and len(csv) == 1 + 3 + 1
     assert csv[-1].startswith("mean,blurred,") and ",n/a,n/a," in csv[-1]
     # grid: header band + 2 rows of 256 px tiles; columns: blurred (true kernel), ground truth
-    grid, _ = io.read_image(out / "grid.png")
+    grid, _ = files.read_image(out / "grid.png")
     assert grid.shape == (22 + 2 * 256, 2 * 256, 3)
 
 
@@ -174,7 +176,7 @@ def test_oracle_beats_blurred_and_has_mnc_one(fake_bsd, tmp_path, no_hub):
     assert m["oracle"]["psnr"] > m["blurred"]["psnr"] + 1.0
     assert m["oracle"]["mnc"] == pytest.approx(1.0) and m["blurred"]["mnc"] is None
     assert np.load(tmp_path / "R" / "oracle" / "3096_k.npy").shape == (9, 9)
-    grid, _ = io.read_image(tmp_path / "R" / "grid.png")
+    grid, _ = files.read_image(tmp_path / "R" / "grid.png")
     assert grid.shape[1] == 3 * 256  # blurred, oracle, ground truth
 
 
@@ -185,11 +187,11 @@ def test_levin_error_ratio_is_one_for_the_true_kernel(tmp_path, no_hub):
     k = np.zeros((9, 9))
     k[4, 1:8] = 1
     k /= k.sum()
-    io.write_image(tmp_path / "gt" / "kernel1.png", k / k.max(), bit_depth=16)
+    files.write_image(tmp_path / "gt" / "kernel1.png", k / k.max(), bit_depth=16)
     x = cv2.resize(rng.random((9, 9)), (48, 48), interpolation=cv2.INTER_CUBIC)[..., None].clip(0, 1)
-    io.write_image(tmp_path / "gt" / "im1.png", x, bit_depth=16)
+    files.write_image(tmp_path / "gt" / "im1.png", x, bit_depth=16)
     y = ops.conv2d(torch.from_numpy(x.transpose(2, 0, 1)[None]), torch.from_numpy(k)[None, None])
-    io.write_image(tmp_path / "im1_kernel1_img.png", y[0].numpy().transpose(1, 2, 0), bit_depth=16)
+    files.write_image(tmp_path / "im1_kernel1_img.png", y[0].numpy().transpose(1, 2, 0), bit_depth=16)
     report = evaluate.run("levin", {"data_dir": tmp_path}, methods="blurred,oracle", out=tmp_path / "R", device="cpu", grid=1)
     assert report.mean["oracle"]["error-ratio"] == pytest.approx(1.0)
     assert report.mean["oracle"]["success@3"] == 1.0
@@ -253,7 +255,7 @@ def test_weights_found_means_numbers_from_the_real_backbone_path(fake_bsd, tmp_p
     """With the packages importable and the weight files present (in --metric-weights), LPIPS and
     FID are computed through the packages, which find the files where torch.hub looks for them.
     The packages are stand-ins here: they check the file is in the hub cache, as torchvision does."""
-    from kdiff_cli import metrics
+    from kdiff_cli.maths import metrics
 
     seen = []
 

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from typer.testing import CliRunner
 
-from kdiff_cli import io, weights
+from kdiff_cli import files, weights
 from kdiff_cli.cli import app
-from kdiff_cli.schedule import NoiseSchedule
-from kdiff_cli.unet import KernelUNet
+from kdiff_cli.maths.schedule import NoiseSchedule
+from kdiff_cli.maths.unet import KernelUNet
 
 
 def test_residual_figure(tmp_path):
@@ -19,7 +19,7 @@ def test_residual_figure(tmp_path):
     w = weights.save(tmp_path / "w.safetensors", m.state_dict(), {"task": "kernel-diff", "unet": m.config, "schedule": NoiseSchedule().to_dict()})
     photos = tmp_path / "photos"
     g = np.random.default_rng(1)
-    io.write_image(photos / "1.png", np.kron(g.random((20, 20, 3)), np.ones((14, 14, 1))), 8)
+    files.write_image(photos / "1.png", np.kron(g.random((20, 20, 3)), np.ones((14, 14, 1))), 8)
     out = tmp_path / "fig"
     r = CliRunner().invoke(app, ["figures", "residual", "--out", str(out), "--data", str(photos), "--trials", "1",
                                  "--weights", str(w), "--steps", "3"])

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from kdiff_cli import kernels, plugins
+from kdiff_cli.maths import kernels
+from kdiff_cli import plugins
 from kdiff_cli.errors import KdiffError
 
 GENERATORS = ["borodenko", "boracchi-foi", "gaussian", "linear"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from kdiff_cli import metrics, plugins
+from kdiff_cli.maths import metrics
+from kdiff_cli import plugins
 from kdiff_cli.errors import KdiffError
 
 

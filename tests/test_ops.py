@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kdiff_cli import ops
+from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
 
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdiff_cli import ops, plugins
+from kdiff_cli.maths import ops
+from kdiff_cli import plugins
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.guidance import ReblurGuidance, refine
+from kdiff_cli.maths.guidance import ReblurGuidance, refine
 
 from test_alternating import SIZE, motion_kernel, scene, soft
 

@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from kdiff_cli import diffusion, ops, plugins
-from kdiff_cli.deblur import BlindSettings, border_mass, parse_roi, select_window, settings_dict, upscale_kernel
+from kdiff_cli.maths import diffusion, ops
+from kdiff_cli import plugins
+from kdiff_cli.blind.estimator import BlindSettings, border_mass, parse_roi, select_window, settings_dict, upscale_kernel
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.guidance import ReblurGuidance, refine
-from kdiff_cli.schedule import NoiseSchedule
-from kdiff_cli.unet import KernelUNet
+from kdiff_cli.maths.guidance import ReblurGuidance, refine
+from kdiff_cli.maths.schedule import NoiseSchedule
+from kdiff_cli.maths.unet import KernelUNet
 
 
 class Tikhonov(torch.nn.Module):

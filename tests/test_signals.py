@@ -61,11 +61,11 @@ def test_train_terminated_exits_143_without_temp_files(tmp_path):
     data.mkdir()
     import numpy as np
 
-    from kdiff_cli import io
+    from kdiff_cli import files
 
     rng = np.random.default_rng(0)
     for i in range(2):
-        io.write_image(data / f"{i}.png", rng.random((40, 40, 3)).astype(np.float32), 8)
+        files.write_image(data / f"{i}.png", rng.random((40, 40, 3)).astype(np.float32), 8)
     args = ["train", "dwdn", "--out", str(run), "--set", f"data.train_dir={data}", "--set", "data.val_dir=",
             "--set", "data.crop=32", "--set", "data.kernel_size=8", "--set", "data.batch=1",
             "--set", "model.features=4", "--set", "model.widths=[8, 8, 8]", "--set", "train.steps=100000",

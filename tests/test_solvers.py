@@ -8,7 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdiff_cli import deconv, io, ops, plugins
+from kdiff_cli.maths import deconv, ops
+from kdiff_cli import files, plugins
 from kdiff_cli import weights as wio
 from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
@@ -404,10 +405,10 @@ def images(tmp_path):
     k = motion_kernel(9, 9)
     x = texture(1, 3, 40, 44, seed=11)
     y = ops.conv2d(x, k)
-    io.write_image(tmp_path / "rgb8.png", io.to_numpy(y), 8)
-    io.write_image(tmp_path / "gray16.png", io.to_numpy(y.mean(dim=1, keepdim=True)), 16)
+    files.write_image(tmp_path / "rgb8.png", files.to_numpy(y), 8)
+    files.write_image(tmp_path / "gray16.png", files.to_numpy(y.mean(dim=1, keepdim=True)), 16)
     np.save(tmp_path / "k.npy", k[0, 0].numpy().astype(np.float64))
-    io.write_image(tmp_path / "k.png", k[0, 0].numpy() / float(k.max()), 8)
+    files.write_image(tmp_path / "k.png", k[0, 0].numpy() / float(k.max()), 8)
     return tmp_path, x
 
 
@@ -421,10 +422,10 @@ def test_cli_nonblind_wiener_keeps_bit_depth_and_inputs(images):
     res = _run(str(d / "rgb8.png"), str(d / "gray16.png"), "--kernel", str(d / "k.npy"), "--out", str(d), "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert {p.name: p.read_bytes() for p in d.iterdir() if p.name in before} == before  # inputs untouched
-    out8, info8 = io.read_image(d / "rgb8_deblurred.png")
-    out16, info16 = io.read_image(d / "gray16_deblurred.png")
+    out8, info8 = files.read_image(d / "rgb8_deblurred.png")
+    out16, info16 = files.read_image(d / "gray16_deblurred.png")
     assert (info8.bit_depth, info8.channels, info16.bit_depth, info16.channels) == (8, 3, 16, 1)
-    y8, _ = io.read_image(d / "rgb8.png")
+    y8, _ = files.read_image(d / "rgb8.png")
     ref = x[0].permute(1, 2, 0).numpy()
     err = lambda a: float(np.mean((a[8:-8, 8:-8] - ref[8:-8, 8:-8]) ** 2))  # noqa: E731
     assert err(out8) < 0.5 * err(y8)  # actually deblurred

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kdiff_cli import __version__, synth
+from kdiff_cli import __version__
+from kdiff_cli.apps import synth
 from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
 

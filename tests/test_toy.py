@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kdiff_cli import toy
+from kdiff_cli.apps.analysis import toy
 from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
 

@@ -18,7 +18,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdiff_cli import config, data, ops, tasks, train, weights
+from kdiff_cli import config, weights
+from kdiff_cli.apps.train import data, tasks, loop as train
+from kdiff_cli.maths import ops
 from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
 
@@ -447,7 +449,7 @@ def test_validation_batches_fixed(dataset):
 def test_task_registry(monkeypatch):
     with pytest.raises(KdiffError, match="unknown task 'nope' \\(choose from dwdn, kernel-diff, unrolled\\)"):
         tasks.get("nope")
-    monkeypatch.setitem(sys.modules, "kdiff_cli.kernel_task", None)  # as if the file were missing
+    monkeypatch.setitem(sys.modules, "kdiff_cli.apps.train.kernel_task", None)  # as if the file were missing
     with pytest.raises(KdiffError, match="kernel_task.py is missing"):
         tasks.get("kernel-diff")
 
@@ -492,7 +494,8 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
     # self-contained (imports only the engine, not this test module or the CLI)
     script.write_text(
         "import torch\n"
-        "from kdiff_cli import tasks, train\n\n"
+        "from kdiff_cli.apps.train import tasks\n"
+        "from kdiff_cli.apps.train import loop as train\n\n"
         + inspect.getsource(ToyNet) + "\n" + inspect.getsource(ToyTask) + "\n"
         "tasks.TASKS['toy'] = ToyTask\n"
         f"train.run('toy', overrides={_data_overrides(dataset) + ['train.steps=3', 'train.threads=1']!r}, out={str(out)!r})\n"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.unet import KernelUNet, build_unet, count_parameters, resize_features, timestep_embedding
+from kdiff_cli.maths.unet import KernelUNet, build_unet, count_parameters, resize_features, timestep_embedding
 
 TINY = dict(
     model_channels=8,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdiff_cli import io, plugins
+from kdiff_cli import files, plugins
 from kdiff_cli.errors import KdiffError
 
 
@@ -30,7 +30,7 @@ def residual_traces(items, methods=("kernel-diff", "alternating"), options: dict
     options = options or {}
     traces: dict[str, list[list[float]]] = {m: [] for m in methods}
     for i, it in enumerate(items):
-        y = io.to_tensor(it.y)
+        y = files.to_tensor(it.y)
         n = y.numel()
         for m in methods:
             runner = plugins.get("method", m)
@@ -70,7 +70,7 @@ def plot_traces(traces: dict, path: Path) -> Path:
     ax.set_title("Reblur residual over iterations (cf. paper Fig. 5)")
     ax.legend()
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
@@ -78,7 +78,7 @@ def plot_traces(traces: dict, path: Path) -> Path:
 
 def residual_figure(data: Path, out: Path, trials: int = 10, options: dict | None = None, callback=None) -> dict:
     """Run the trials, write ``residual.png`` and ``residual.json`` into ``out``; return the summary."""
-    from kdiff_cli.datasets import protocol_items
+    from kdiff_cli.apps.datasets import protocol_items
 
     if trials < 1:
         raise KdiffError(f"--trials must be >= 1, got {trials}")
@@ -91,5 +91,5 @@ def residual_figure(data: Path, out: Path, trials: int = 10, options: dict | Non
             "final_max": float(max(t[-1] for t in r))}
         for m, r in traces.items()
     }
-    io.atomic_write_bytes(out / "residual.json", json.dumps({"summary": summary, "traces": traces}, indent=1).encode())
+    files.atomic_write_bytes(out / "residual.json", json.dumps({"summary": summary, "traces": traces}, indent=1).encode())
     return summary

@@ -17,7 +17,7 @@ Metric component protocol (kind ``metric``)::
     summary(values) -> dict[str, float]    # extra columns from the per-image values
 
 ``item`` metrics get ``compute(result, item)`` with the method's :class:`Result` and the dataset's
-:class:`~kdiff_cli.datasets.Item` (e.g. Levin's error ratio, which re-deconvolves ``y``).
+:class:`~kdiff_cli.apps.datasets.Item` (e.g. Levin's error ratio, which re-deconvolves ``y``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdiff_cli import ops
+from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
 
 #: torch hub file names of the backbones that LPIPS (AlexNet) and FID (Inception v3) need

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdiff_cli import diffusion
+from kdiff_cli.maths import diffusion
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.schedule import NoiseSchedule
-from kdiff_cli.tasks import Task, constructor_defaults
-from kdiff_cli.unet import KernelUNet, build_unet
+from kdiff_cli.maths.schedule import NoiseSchedule
+from kdiff_cli.apps.train.tasks import Task, constructor_defaults
+from kdiff_cli.maths.unet import KernelUNet, build_unet
 
 #: U-Net arguments that come from the data section, not from [model]
 _FROM_DATA = ("kernel_size", "image_channels")
@@ -70,7 +70,7 @@ class KernelDiffTask(Task):
         model = {k: v for k, v in constructor_defaults(KernelUNet).items() if k not in _FROM_DATA}
         return {
             "data": {"crop": 128, "batch": 16, "kernel_size": 64, "generators": ["borodenko"]},
-            "model": model,  # KernelUNet arguments (see kdiff_cli/unet.py); kernel_size comes from data
+            "model": model,  # KernelUNet arguments (see kdiff_cli/maths/unet.py); kernel_size comes from data
             "diffusion": NoiseSchedule().to_dict(),  # T and the beta schedule (paper: 1000, linear 1e-4..0.02)
             "validate": {
                 "steps": 25,  # DDIM steps of the unguided validation samples
@@ -99,8 +99,8 @@ class KernelDiffTask(Task):
         return diffusion.training_loss(model, k0, cond, self.schedule.alpha_bar, generator)
 
     def validate(self, model, batches, cfg, generator):
-        from kdiff_cli import data as data_mod
-        from kdiff_cli.ops import mnc
+        from kdiff_cli.apps.train import data as data_mod
+        from kdiff_cli.maths.ops import mnc
 
         v = cfg["validate"]
         schedule = NoiseSchedule.from_dict(cfg["diffusion"])  # own copy: set_timesteps mutates it

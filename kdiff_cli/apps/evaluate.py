@@ -30,11 +30,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from kdiff_cli import io, plugins
-from kdiff_cli.datasets import Item, ItemRef
+from kdiff_cli import files, plugins
+from kdiff_cli.apps.datasets import Item, ItemRef
 from kdiff_cli.device import resolve_device
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.metrics import Result, as_kernel
+from kdiff_cli.maths.metrics import Result, as_kernel
 
 #: keyword arguments a method receives when its ``run`` names them explicitly (never via **kwargs)
 CONTEXT_KEYS = ("k_true", "sigma", "generator", "device", "kernel_size")
@@ -166,11 +166,11 @@ def get_solver(name: str = "wiener", weights: str | None = None, device: str = "
 def deconvolve(y: np.ndarray, k: np.ndarray, sigma: float | None, solver: str = "wiener", device: str = "cpu") -> np.ndarray:
     """``F(y, k)`` with a registered solver, NumPy (H, W, C) in and out."""
     F = get_solver(solver, None, device)
-    yt = io.to_tensor(y).to(device)
+    yt = files.to_tensor(y).to(device)
     kt = torch.from_numpy(as_kernel(k)).to(device=device, dtype=yt.dtype)[None, None]
     with torch.no_grad():
         x = F(yt, kt, sigma=sigma)
-    return io.to_numpy(x.clamp(0, 1))
+    return files.to_numpy(x.clamp(0, 1))
 
 
 # --------------------------------------------------------------------------- metrics
@@ -257,7 +257,7 @@ def run_method(spec: MethodSpec, item: Item, *, seed: int, key: int, device: str
     """Run one method on one item; returns its result (x stored-precision, k) and seconds taken."""
     method = spec.method
     named, _ = _signature(method.run)
-    y = io.to_tensor(item.y).to(device)
+    y = files.to_tensor(item.y).to(device)
     context = {
         "k_true": item.k,
         "sigma": item.sigma,
@@ -274,11 +274,11 @@ def run_method(spec: MethodSpec, item: Item, *, seed: int, key: int, device: str
         raise KdiffError(f"method {spec.name!r} must return (x, k, info)")
     x, k, info = out
     if isinstance(x, torch.Tensor):
-        x = io.to_numpy(x) if x.dim() >= 3 else x.detach().to("cpu", torch.float32).numpy()
+        x = files.to_numpy(x) if x.dim() >= 3 else x.detach().to("cpu", torch.float32).numpy()
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 2:
         x = x[..., None]
-    x = io.quantize(x, 16).astype(np.float32) / np.float32(65535)  # what is stored is what is scored
+    x = files.quantize(x, 16).astype(np.float32) / np.float32(65535)  # what is stored is what is scored
     k = None if k is None else as_kernel(k)
     return Result(x=x, k=k, info=_json_safe(info)), seconds
 
@@ -355,18 +355,18 @@ class Store:
 
     def result(self, spec: MethodSpec, image_id: str, rec: dict) -> Result:
         _, x_path, k_path = self.paths(spec, image_id)
-        x, _ = io.read_image(x_path)
+        x, _ = files.read_image(x_path)
         k = np.load(k_path, allow_pickle=False) if rec.get("has_kernel") else None
         return Result(x=x, k=k, info=rec.get("info", {}))
 
     def save(self, spec: MethodSpec, image_id: str, result: Result, record: dict) -> None:
         rec_path, x_path, k_path = self.paths(spec, image_id)
-        io.write_image(x_path, result.x, bit_depth=16)
+        files.write_image(x_path, result.x, bit_depth=16)
         if result.k is not None:
             buf = _stdio.BytesIO()
             np.save(buf, result.k.astype(np.float64), allow_pickle=False)
-            io.atomic_write_bytes(k_path, buf.getvalue())
-        io.atomic_write_bytes(rec_path, _dumps(record))
+            files.atomic_write_bytes(k_path, buf.getvalue())
+        files.atomic_write_bytes(rec_path, _dumps(record))
 
 
 def _plain(options: dict) -> dict:
@@ -524,7 +524,7 @@ def write_reports(report: Report, dataset: str, protocol: dict) -> None:
         "per_image": report.per_image,
         "versions": versions(),
     }
-    io.atomic_write_bytes(report.out / "metrics.json", _dumps(doc))
+    files.atomic_write_bytes(report.out / "metrics.json", _dumps(doc))
 
     # one table: a row per (image, method), then a "mean" row per method; unavailable -> n/a
     cols = report.columns()
@@ -538,7 +538,7 @@ def write_reports(report: Report, dataset: str, protocol: dict) -> None:
             w.writerow([image_id, s.label] + [fmt(c, report.per_image[image_id][s.label].get(c)) for c in cols])
     for s in report.methods:
         w.writerow(["mean", s.label] + [fmt(c, report.mean[s.label].get(c)) for c in cols])
-    io.atomic_write_bytes(report.out / "metrics.csv", buf.getvalue().encode())
+    files.atomic_write_bytes(report.out / "metrics.csv", buf.getvalue().encode())
 
 
 def _tile(img: np.ndarray, size: int) -> np.ndarray:
@@ -605,7 +605,7 @@ def write_grid(path: Path, refs: list[ItemRef], methods: list[MethodSpec], store
     if not rows:
         return None
     header = np.concatenate([_label(t, tile) for t in titles], axis=1)
-    return io.write_image(path, np.concatenate([header] + rows, axis=0), bit_depth=8)
+    return files.write_image(path, np.concatenate([header] + rows, axis=0), bit_depth=8)
 
 
 # --------------------------------------------------------------------------- entry point for the CLI

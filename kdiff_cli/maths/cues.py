@@ -9,7 +9,7 @@ which the diffusion prior and the reblur guidance resolve.
 
 :func:`gradient_autocorrelation` turns a blurred image of any size into ``CUE_CHANNELS`` maps on
 the kernel canvas (S x S, lag 0 at index S // 2, the kernel-centre convention), the condition of
-the ``autocorr`` kernel prior (:class:`kdiff_cli.unet.KernelUNet` with ``condition="autocorr"``):
+the ``autocorr`` kernel prior (:class:`kdiff_cli.maths.unet.KernelUNet` with ``condition="autocorr"``):
 
 * channels 0, 1: autocorrelation of the horizontal / vertical differences at lags -S/2..S/2-1;
 * channels 2, 3: the same, smoothed, at every second lag (-S..S-2): blurs longer than S/2 px.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from kdiff_cli import ops
+from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
 
 #: channels of the cue map: (dx, dy) x (fine lags, coarse lags)

@@ -21,10 +21,10 @@ from typing import Callable, Protocol
 
 import torch
 
-from kdiff_cli import diffusion
+from kdiff_cli.maths import diffusion
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.guidance import ReblurGuidance
-from kdiff_cli.schedule import NoiseSchedule
+from kdiff_cli.maths.guidance import ReblurGuidance
+from kdiff_cli.maths.schedule import NoiseSchedule
 
 Callback = Callable[[int, int, dict], None]
 

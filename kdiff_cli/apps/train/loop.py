@@ -41,11 +41,11 @@ import torch
 
 from kdiff_cli import __version__
 from kdiff_cli import config as config_mod
-from kdiff_cli import data as data_mod
-from kdiff_cli import tasks as tasks_mod
+from kdiff_cli.apps.train import data as data_mod
+from kdiff_cli.apps.train import tasks as tasks_mod
 from kdiff_cli import weights as weights_mod
 from kdiff_cli.device import resolve_device
-from kdiff_cli.io import atomic_path
+from kdiff_cli.files import atomic_path
 from kdiff_cli.errors import KdiffError
 
 CKPT_LATEST = "ckpt-latest.pt"
@@ -491,7 +491,7 @@ def fit(
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if d["bank"] > 0:
-        from kdiff_cli import device_data
+        from kdiff_cli.apps.train import device_data
 
         source = device_data.from_config(d, device, cfg["seed"])
     else:

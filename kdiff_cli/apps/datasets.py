@@ -29,7 +29,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from kdiff_cli import io, ops
+from kdiff_cli import files
+from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
 
 # The 100 image ids of BSD100 (the BSDS300 test split), in the order of bsd100_ids.txt.
@@ -109,8 +110,8 @@ def _read(path: Path) -> np.ndarray:
     import warnings
 
     with warnings.catch_warnings():  # dataset images: alpha, if any, is dropped silently
-        warnings.simplefilter("ignore", io.ImageWarning)
-        return io.read_image(path)[0]
+        warnings.simplefilter("ignore", files.ImageWarning)
+        return files.read_image(path)[0]
 
 
 def read_kernel(path: Path) -> np.ndarray:
@@ -240,7 +241,7 @@ def extract_bsd100(archive: Path, images: Path, ids: tuple[str, ...] = BSD100_ID
                 f = tar.extractfile(m)
                 if f is None:
                     continue
-                io.atomic_write_bytes(images / f"{stem}.jpg", f.read())
+                files.atomic_write_bytes(images / f"{stem}.jpg", f.read())
                 got.append(stem)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise KdiffError(f"cannot extract {archive}: {e}") from None
@@ -283,7 +284,7 @@ def fetch_bsd100(
         if archive.parent == root:
             archive.unlink(missing_ok=True)  # a bad download: fetch it afresh next time
         raise KdiffError(f"the BSDS300 archive is incomplete or corrupt: {e}") from None
-    io.atomic_write_bytes(marker, json.dumps({"url": url, "ids": len(BSD100_IDS)}).encode())
+    files.atomic_write_bytes(marker, json.dumps({"url": url, "ids": len(BSD100_IDS)}).encode())
     if archive.parent == root:
         archive.unlink(missing_ok=True)  # the images are what we keep
     return images
@@ -323,7 +324,7 @@ def blur(x: np.ndarray, k: np.ndarray, sigma: float, rng: np.random.Generator, b
     kt = torch.from_numpy(np.asarray(k, dtype=np.float64))[None, None]
     y = ops.conv2d(xt, kt, boundary)[0].numpy().transpose(1, 2, 0)
     y = y + float(sigma) * rng.standard_normal(y.shape)
-    return (io.quantize(y, 16).astype(np.float32) / np.float32(65535)).astype(np.float32)
+    return (files.quantize(y, 16).astype(np.float32) / np.float32(65535)).astype(np.float32)
 
 
 def sample_kernel(generator: str, rng: np.random.Generator, size: int, params: dict | None = None) -> np.ndarray:
@@ -367,11 +368,11 @@ def protocol_items(folder: str | os.PathLike, limit: int | None = None, **option
     folder = Path(folder)
     if not folder.is_dir():
         raise KdiffError(f"{folder} is not a folder of photos")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
-    if not files:
+    images = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
+    if not images:
         raise KdiffError(f"no images in {folder}")
     items = []
-    for f in files:
+    for f in images:
         key = int(f.stem) if f.stem.isdigit() else zlib.crc32(f.stem.encode())
         items.append(
             synthesize(
@@ -496,10 +497,10 @@ def export(refs: list[ItemRef], out: str | os.PathLike, protocol: dict) -> Path:
     out = Path(out).expanduser()
     for ref in refs:
         item = ref.load()
-        io.write_image(out / "blurred" / f"{ref.id}.png", item.y, bit_depth=16)
-        io.write_image(out / "sharp" / f"{ref.id}.png", item.x, bit_depth=16)
+        files.write_image(out / "blurred" / f"{ref.id}.png", item.y, bit_depth=16)
+        files.write_image(out / "sharp" / f"{ref.id}.png", item.x, bit_depth=16)
         if item.k is not None:
-            io.write_image(out / "kernels" / f"{ref.id}.png", item.k / item.k.max(), bit_depth=16)
+            files.write_image(out / "kernels" / f"{ref.id}.png", item.k / item.k.max(), bit_depth=16)
     meta = {"protocol": protocol, "ids": [r.id for r in refs]}
-    io.atomic_write_bytes(out / "protocol.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    files.atomic_write_bytes(out / "protocol.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return out

@@ -10,7 +10,7 @@
 
 Every ``alpha_bar_*`` argument is a float or a tensor of shape ``()`` or ``(B,)`` (one value per
 kernel); kernels in diffusion range are ``(B, 1, S, S)``. Look the values up with
-:meth:`kdiff_cli.schedule.NoiseSchedule.alpha_bar_at`; ``alpha_bar_prev = 1`` means "step to k_0".
+:meth:`kdiff_cli.maths.schedule.NoiseSchedule.alpha_bar_at`; ``alpha_bar_prev = 1`` means "step to k_0".
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.ops import normalize_kernel
+from kdiff_cli.maths.ops import normalize_kernel
 
 
 # --------------------------------------------------------------------------- kernel <-> diffusion range

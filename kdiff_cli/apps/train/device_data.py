@@ -1,20 +1,20 @@
 """Training batches drawn on the training device: resident images and a kernel bank.
 
-On a GPU the on-the-fly batches of :mod:`kdiff_cli.data` (crops cut and kernels drawn by numpy in
+On a GPU the on-the-fly batches of :mod:`kdiff_cli.apps.train.data` (crops cut and kernels drawn by numpy in
 the training process) take longer than a step of a kernel-resolution network. With ``data.bank``
 > 0 the training loop uses :class:`DeviceCrops` instead:
 
 * the training images are kept on the device (portrait ones transposed, so they stack into one
   tensor: transposes and flips are augmentations anyway); crops are gathered by indexing;
 * ``data.bank`` kernels are drawn once, before training, from the ``data.generators`` mixture
-  (``data.bank_workers`` forked processes, :func:`kdiff_cli.synth.synthesize`); each batch picks
+  (``data.bank_workers`` forked processes, :func:`kdiff_cli.apps.synth.synthesize`); each batch picks
   kernels from the bank and applies one of the 8 rotations/reflections to each, so the bank is
   seen in 8 x as many variants;
-* blur and noise are as in :class:`kdiff_cli.data.BlurredCrops` (``ops.conv2d``, ``boundary``).
+* blur and noise are as in :class:`kdiff_cli.apps.train.data.BlurredCrops` (``ops.conv2d``, ``boundary``).
 
 All randomness comes from the ``torch.Generator`` on the CPU (the noise from a device generator
 seeded from it), so a seed gives the same batches on a device (crops and kernels on every device;
-the bank from ``seed``). Batches are ``{x, k, y, sigma}`` as in :mod:`kdiff_cli.data`.
+the bank from ``seed``). Batches are ``{x, k, y, sigma}`` as in :mod:`kdiff_cli.apps.train.data`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from kdiff_cli import data as data_mod
-from kdiff_cli import ops
+from kdiff_cli.apps.train import data as data_mod
+from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
 
 #: ~bytes per bank kernel of side S: S * S float32
@@ -34,7 +34,8 @@ _MAX_BANK_BYTES = 8 * 2**30
 
 def kernel_bank(data: Mapping[str, Any], seed: int, workers: int = 1) -> np.ndarray:
     """``data.bank`` kernels (N, S, S) float32 from the generator mixture (or the kernels file)."""
-    from kdiff_cli import plugins, synth
+    from kdiff_cli import plugins
+    from kdiff_cli.apps import synth
 
     count, size = int(data["bank"]), int(data["kernel_size"])
     if count * size * size * 4 > _MAX_BANK_BYTES:

@@ -503,7 +503,7 @@ JSON_NAME = "toy.json"
 
 
 def _save(fig, path: Path) -> Path:
-    from kdiff_cli.io import atomic_write_bytes
+    from kdiff_cli.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
@@ -604,7 +604,7 @@ def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[tuple[str, .
 
 def write_outputs(result: ToyResult, out: str | Path) -> list[Path]:
     """Write the figures and ``toy.json`` into ``out``; returns the written paths."""
-    from kdiff_cli.io import atomic_write_bytes
+    from kdiff_cli.files import atomic_write_bytes
 
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
-from kdiff_cli import ops
+from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -28,12 +28,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """An image file as ``(H, W, 3)`` RGB integers at the file's depth (uint8, or uint16 for
     16-bit files): compact enough to keep a few hundred photos in RAM. Gray is replicated."""
-    from kdiff_cli import io
+    from kdiff_cli import files
 
-    x, info = io.read_image(path)
+    x, info = files.read_image(path)
     if x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
-    return io.quantize(x, 16 if info.bit_depth == 16 else 8)
+    return files.quantize(x, 16 if info.bit_depth == 16 else 8)
 
 
 def to_unit(a: np.ndarray) -> np.ndarray:
@@ -193,7 +193,7 @@ def kernel_source(data: Mapping[str, Any]) -> KernelSource:
 
 
 class BlurredCrops:
-    """Draws training batches ``{x, k, y, sigma}`` (see :mod:`kdiff_cli.tasks` for the layout)."""
+    """Draws training batches ``{x, k, y, sigma}`` (see :mod:`kdiff_cli.apps.train.tasks` for the layout)."""
 
     def __init__(self, images: Sequence[np.ndarray], kernels: KernelSource, crop: int,
                  sigma_min: float, sigma_max: float, flip: bool = True, boundary: str = "symmetric"):

@@ -21,9 +21,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from kdiff_cli import config, ops, plugins
+from kdiff_cli import config, plugins
+from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.guidance import ReblurGuidance, refine
+from kdiff_cli.maths.guidance import ReblurGuidance, refine
 
 DEFAULT_WEIGHTS = "kernel-diff-autocorr"
 #: fraction of kernel mass in the outer ring that signals blur larger than the kernel canvas
@@ -132,8 +133,8 @@ class KernelEstimate:
 def load_kernel_model(weights: str, device: torch.device):
     """The conditional U-Net and its noise schedule from a kernel-diff weights file (name or path)."""
     from kdiff_cli import weights as wio
-    from kdiff_cli.schedule import NoiseSchedule
-    from kdiff_cli.unet import build_unet
+    from kdiff_cli.maths.schedule import NoiseSchedule
+    from kdiff_cli.maths.unet import build_unet
 
     state, meta = wio.read(weights)
     if meta.get("task") != "kernel-diff" or "unet" not in meta:
@@ -275,7 +276,7 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
     It replaces the sample when its reblur penalty is lower (same solver, noise level and penalty).
     The two fail on different images, so the choice gains over either (docs/deblur.md).
     """
-    from kdiff_cli import alternating
+    from kdiff_cli.maths import alternating
 
     a_settings = alternating.AlternatingSettings(kernel_size=S)
 
@@ -314,12 +315,12 @@ def deblur_image(
     callback: Callable[[str, int, int, dict], None] | None = None,
 ) -> BlindResult:
     """Kernel-Diff on one image: estimate the kernel on a window, deconvolve the whole image."""
-    from kdiff_cli.deconv import solve_tiled
+    from kdiff_cli.maths.deconv import solve_tiled
 
     start = time.perf_counter()
     est = estimate_kernel(y, model, schedule, solver, settings, callback)
     k = est.k
-    from kdiff_cli.deconv import noise_level
+    from kdiff_cli.maths.deconv import noise_level
 
     with torch.no_grad():
         sigma = final_sigma(noise_level(settings.sigma, y), est.agreement, settings)
@@ -425,8 +426,8 @@ def deblur_files(
 
     import numpy as np
 
-    from kdiff_cli import io
-    from kdiff_cli.nonblind import plan_outputs
+    from kdiff_cli import files
+    from kdiff_cli.apps.nonblind import plan_outputs
     from kdiff_cli.device import resolve_device
 
     runner = plugins.get("method", method)
@@ -434,8 +435,8 @@ def deblur_files(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise KdiffError(f"--out {out_dir} exists and is not a folder")
-    files = [Path(p) for p in paths]
-    outputs = plan_outputs(files, out_dir)
+    sources = [Path(p) for p in paths]
+    outputs = plan_outputs(sources, out_dir)
     opts = _accepted(runner.run, {**(options or {}), "device": str(dev)})
     takes_callback = "callback" in _accepted(runner.run, {"callback": None})
     if hasattr(runner, "validate_options"):  # bad options fail once, before any file is read
@@ -451,14 +452,14 @@ def deblur_files(
             step, info = args
             on_progress("alternating", step + 1, info.get("total"), info)
 
-    for p in files:
+    for p in sources:
         if on_start:
             on_start(p)
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", io.ImageWarning)
-                a, info = io.read_image(p)
-            y = io.to_tensor(a).to(dev)
+                warnings.simplefilter("ignore", files.ImageWarning)
+                a, info = files.read_image(p)
+            y = files.to_tensor(a).to(dev)
             start = time.perf_counter()
             run_opts = {**opts, "callback": callback} if takes_callback else dict(opts)
             x, k, extra = runner.run(y, **run_opts)
@@ -467,9 +468,9 @@ def deblur_files(
             kk = k.detach().float().cpu()[0, 0].numpy().astype(np.float32)
             kk = kk / kk.sum()
             k_npy = out.with_name(f"{p.stem}_kernel.npy")
-            io.atomic_write_bytes(k_npy, _npy_bytes(kk))
-            k_png = io.write_image(out.with_name(f"{p.stem}_kernel.png"), kernel_preview(k), 8)
-            img = io.write_image(out, io.to_numpy(x.clamp(0, 1)), info.bit_depth)
+            files.atomic_write_bytes(k_npy, _npy_bytes(kk))
+            k_png = files.write_image(out.with_name(f"{p.stem}_kernel.png"), kernel_preview(k), 8)
+            img = files.write_image(out, files.to_numpy(x.clamp(0, 1)), info.bit_depth)
             report.written += [img, k_npy, k_png]
             residuals = extra.get("residuals") or extra.get("reblur_residual")
             residual = extra.get("residual", min(residuals) if isinstance(residuals, list) and residuals else residuals)
@@ -490,7 +491,7 @@ def deblur_files(
                 "scale": extra.get("scale"),
                 "seconds": round(seconds, 3),
             }
-            io.atomic_write_bytes(out_dir / "report.json", json.dumps(report.entries, indent=2, default=str).encode())
+            files.atomic_write_bytes(out_dir / "report.json", json.dumps(report.entries, indent=2, default=str).encode())
             err = None
         except KdiffError as e:
             err = str(e)

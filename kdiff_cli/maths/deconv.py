@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from kdiff_cli import ops
+from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
 
 #: 0.6745 = Phi^-1(3/4): the MAD of a standard normal variable
@@ -175,7 +175,7 @@ def psf2otf(k: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``rfft2`` transfer function of ``k`` (B, 1, h, w) on an ``(Hp, Wp)`` periodic canvas.
 
     The kernel's centre pixel ``(h // 2, w // 2)`` goes to the origin, so multiplying spectra is
-    the same convolution as :func:`kdiff_cli.ops.conv2d` away from the canvas edges.
+    the same convolution as :func:`kdiff_cli.maths.ops.conv2d` away from the canvas edges.
     Returns a complex tensor (B, 1, Hp, Wp // 2 + 1); differentiable in ``k``.
     """
     h, w = k.shape[-2:]

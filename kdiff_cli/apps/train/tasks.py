@@ -1,4 +1,4 @@
-"""Trainable tasks: what the training engine (:mod:`kdiff_cli.train`) trains, and how.
+"""Trainable tasks: what the training engine (:mod:`kdiff_cli.apps.train.loop`) trains, and how.
 
 The Task interface
 ------------------
@@ -45,7 +45,7 @@ Batches are dicts of tensors on the training device:
 Registry
 --------
 :data:`TASKS` maps a name to a factory returning a :class:`Task`. ``kernel-diff`` lives in
-:mod:`kdiff_cli.kernel_task` (class ``KernelDiffTask``) and is imported only when asked for.
+:mod:`kdiff_cli.apps.train.kernel_task` (class ``KernelDiffTask``) and is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -200,10 +200,10 @@ class UnrolledTask(SolverTask):
 
 def _kernel_diff() -> Task:
     try:
-        module = importlib.import_module("kdiff_cli.kernel_task")
+        module = importlib.import_module("kdiff_cli.apps.train.kernel_task")
     except ModuleNotFoundError as e:
-        if e.name == "kdiff_cli.kernel_task":
-            raise KdiffError("task 'kernel-diff' is not available in this build (kdiff_cli/kernel_task.py is missing)") from None
+        if e.name == "kdiff_cli.apps.train.kernel_task":
+            raise KdiffError("task 'kernel-diff' is not available in this build (kdiff_cli/apps/train/kernel_task.py is missing)") from None
         raise
     return module.KernelDiffTask()
 

@@ -17,8 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from kdiff_cli import io
-from kdiff_cli.deconv import solve_tiled
+from kdiff_cli import files
+from kdiff_cli.maths.deconv import solve_tiled
 from kdiff_cli.errors import KdiffError
 
 #: suffix of the output file names
@@ -39,7 +39,7 @@ def load_kernel(path: str | os.PathLike) -> torch.Tensor:
     ``.npy``: a 2-D float array (no pickles); any image format: a gray image (RGB is averaged).
     An unreadable, non-2-D, all-zero or non-finite kernel raises :class:`KdiffError`.
     """
-    from kdiff_cli.datasets import read_kernel
+    from kdiff_cli.apps.datasets import read_kernel
 
     path = Path(path)
     if not path.is_file():
@@ -105,16 +105,16 @@ def deblur_file(
 ) -> Path:
     """Deconvolve one image file with ``k`` (1, 1, h, w) and write the result to ``out``."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", io.ImageWarning)  # alpha dropped: the output has none either
-        a, info = io.read_image(path)
+        warnings.simplefilter("ignore", files.ImageWarning)  # alpha dropped: the output has none either
+        a, info = files.read_image(path)
     H, W = a.shape[:2]
     h, w = k.shape[-2:]
     if H < h or W < w:
         raise KdiffError(f"image {path} ({W}x{H}) is smaller than the kernel ({w}x{h})")
-    y = io.to_tensor(a).to(device)
+    y = files.to_tensor(a).to(device)
     with torch.no_grad():
         x = solve_tiled(solver, y, k.to(device=device, dtype=y.dtype), sigma, tile=tile)
-    return io.write_image(out, io.to_numpy(x.clamp(0, 1)), info.bit_depth)
+    return files.write_image(out, files.to_numpy(x.clamp(0, 1)), info.bit_depth)
 
 
 def deblur_nonblind(
@@ -150,10 +150,10 @@ def deblur_nonblind(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise KdiffError(f"--out {out_dir} exists and is not a folder")
-    files = [Path(p) for p in paths]
-    outputs = plan_outputs(files, out_dir)
+    sources = [Path(p) for p in paths]
+    outputs = plan_outputs(sources, out_dir)
     report = NonblindReport()
-    for p in files:
+    for p in sources:
         try:
             written = deblur_file(model, p, k, outputs[p], sigma, dev, tile)
         except KdiffError as e:

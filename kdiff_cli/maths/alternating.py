@@ -24,7 +24,7 @@ Pan et al. 2014). The kernel is estimated on the luminance, coarse to fine over 
   (exploratory scripts, not in ``benchmarks/``; docs/analysis.md).
 
 Both steps work on a periodic canvas: the image is mirrored by the kernel size and tapered to a
-smooth wrap-around (:mod:`kdiff_cli.deconv`). The final image is ``x = F(y, k)`` by a registered
+smooth wrap-around (:mod:`kdiff_cli.maths.deconv`). The final image is ``x = F(y, k)`` by a registered
 non-blind solver (default ``wiener``) on the full-colour input.
 
 ``info["residual"]`` records, for every round of every level (coarse to fine), the
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdiff_cli import deconv, ops
+from kdiff_cli.maths import deconv, ops
 from kdiff_cli.errors import KdiffError
 
 #: luminance weights (ITU-R BT.601) for the gray image the kernel is estimated on

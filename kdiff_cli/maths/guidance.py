@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from kdiff_cli import ops
+from kdiff_cli.maths import ops
 
 
 @dataclass
@@ -51,7 +51,7 @@ class ReblurGuidance:
 
     def noise_energy(self) -> torch.Tensor:
         """``N sigma^2`` per image (B,): the reblur residual the true kernel leaves."""
-        from kdiff_cli import deconv
+        from kdiff_cli.maths import deconv
 
         sigma = deconv.noise_level(self.sigma, self.y).to(self.y.dtype)
         return self.y[0].numel() * sigma.square()

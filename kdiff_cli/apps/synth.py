@@ -37,7 +37,7 @@ import numpy as np
 
 from kdiff_cli import __version__
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.kernels import MIN_SIZE
+from kdiff_cli.maths.kernels import MIN_SIZE
 
 #: kernels per chunk (each chunk has its own seed; changing this changes every database)
 CHUNK = 512

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kdiff_cli import cues
+from kdiff_cli.maths import cues
 from kdiff_cli.errors import KdiffError
 
 #: what the network is conditioned on (``condition``)
@@ -268,7 +268,7 @@ class KernelUNet(nn.Module):
         """Image-encoder features of ``y`` (B, C, H, W) in [-1, 1]; independent of ``t``.
 
         With ``condition="autocorr"`` these are the cue maps (B, CUE_CHANNELS, S, S) of
-        :func:`kdiff_cli.cues.gradient_autocorrelation` (encoded in :meth:`forward`).
+        :func:`kdiff_cli.maths.cues.gradient_autocorrelation` (encoded in :meth:`forward`).
         """
         if y.dim() != 4 or y.shape[1] != self.image_channels:
             raise KdiffError(f"expected images (B, {self.image_channels}, H, W), got shape {tuple(y.shape)}")
