@@ -30,6 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10: the same parser from PyPI (a declared dependency there)
     import tomli as tomllib
 
+from kdiff_cli import params
 from kdiff_cli.errors import KdiffError
 
 PATH_SUFFIXES = ("_dir", "_file", "_path")
@@ -173,11 +174,7 @@ def _override_value(text: str, default: Any, key: str) -> Any:
     if isinstance(default, str):
         return _parse_value(text) if text[:1] in "\"'" else text
     if isinstance(default, bool):
-        words = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False,
-                 "on": True, "off": False}
-        if text.strip().lower() in words:
-            return words[text.strip().lower()]
-        raise KdiffError(f"{where}: {key} must be a boolean (true/false), got {text!r}")
+        return params.parse_bool(text, key, where)
     if isinstance(default, list):
         parsed = _parse_value(text)
         if not isinstance(parsed, list):

@@ -8,6 +8,7 @@ Weights files written by ``kdiff train`` carry the constructor arguments in thei
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -76,3 +77,9 @@ def load_solver(
     model = model.to(dev).eval()
     model.requires_grad_(False)
     return model
+
+
+@functools.lru_cache(maxsize=8)
+def cached_solver(name: str = "wiener", weights: str | None = None, device: str = "cpu") -> nn.Module:
+    """:func:`load_solver`, cached per (name, weights, device): for loops that score many images."""
+    return load_solver(name, weights=weights, device=device)

@@ -12,12 +12,12 @@ class Oracle:
 
     def run(self, y, *, k_true=None, sigma=None, solver: str = "wiener", weights: str | None = None, device=None):
         """``x = F(y, k_true)`` with the solver named ``solver`` (weights: a file or shipped name)."""
-        from kdiff_cli.apps import evaluate
+        from kdiff_cli.solvers import cached_solver
 
         if k_true is None:
             raise KdiffError("the oracle method needs the true kernel; this dataset has none")
         k = torch.as_tensor(k_true, dtype=y.dtype, device=y.device).reshape(1, 1, *k_true.shape[-2:])
-        F = evaluate.get_solver(solver, weights, str(device or y.device))
+        F = cached_solver(solver, weights, str(device or y.device))
         with torch.no_grad():
             x = F(y, k, sigma=sigma)
         return x.clamp(0, 1), k, {"solver": solver}

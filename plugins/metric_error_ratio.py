@@ -24,13 +24,13 @@ class ErrorRatio:
         return None if self.solver in plugins.names("solver") else f"needs the {self.solver!r} solver plugin"
 
     def compute(self, result, item) -> float | None:
-        from kdiff_cli.apps import evaluate
         from kdiff_cli.maths import metrics
+        from kdiff_cli.maths.deconv import deconvolve_numpy
 
         if result.k is None or item.k is None:
             return None
-        x_est = evaluate.deconvolve(item.y, result.k, item.sigma, self.solver)
-        x_true = evaluate.deconvolve(item.y, item.k, item.sigma, self.solver)
+        x_est = deconvolve_numpy(item.y, result.k, item.sigma, self.solver)
+        x_true = deconvolve_numpy(item.y, item.k, item.sigma, self.solver)
         return metrics.error_ratio(x_est, x_true, item.x, self.max_shift)
 
     def summary(self, values) -> dict:

@@ -291,7 +291,7 @@ def test_config_override_typing(toy, tmp_path, monkeypatch):
         ("bogus.x=1", "unknown key 'bogus.x' .*valid keys in the top level: data, model, seed, train"),
         ("train.steps=2.5", "train.steps must be an integer"),
         ("train.lr=fast", "train.lr must be a number"),
-        ("data.flip=maybe", "data.flip must be a boolean"),
+        ("data.flip=maybe", "data.flip=.maybe.: expected true or false"),
         ("train.lr", "expects key=value"),
         ("train.steps.x=1", "train.steps is not a table"),
     ]:

@@ -34,6 +34,8 @@ from kdiff_cli import files, plugins
 from kdiff_cli.apps.datasets import Item, ItemRef
 from kdiff_cli.device import resolve_device
 from kdiff_cli.errors import KdiffError
+from kdiff_cli.solvers import cached_solver
+from kdiff_cli.params import parse_pairs, parse_value  # noqa: F401 (parse_value: part of this module's API)
 from kdiff_cli.maths.metrics import Result, as_kernel
 
 #: keyword arguments a method receives when its ``run`` names them explicitly (never via **kwargs)
@@ -44,34 +46,6 @@ UNAVAILABLE = "n/a"
 
 
 # --------------------------------------------------------------------------- option parsing
-
-
-def parse_value(text: str) -> Any:
-    """``25`` -> 25, ``0.5`` -> 0.5, ``true``/``false`` -> bool, ``none`` -> None, else the string."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise KdiffError(f"{what} must be KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if not key:
-            raise KdiffError(f"{what} must be KEY=VALUE, got {pair!r}")
-        out[key] = parse_value(value)
-    return out
 
 
 def _signature(fn: Callable) -> tuple[set[str], bool]:
@@ -148,29 +122,7 @@ def parse_methods(text: str, method_opts: list[str] | None = None) -> list[Metho
 # --------------------------------------------------------------------------- solvers
 
 
-@functools.lru_cache(maxsize=8)
-def get_solver(name: str = "wiener", weights: str | None = None, device: str = "cpu") -> torch.nn.Module:
-    """A ready (eval-mode) non-blind solver by registered name; cached per (name, weights, device)."""
-    try:
-        from kdiff_cli.solvers import load_solver  # the project's loader (weights, devices)
-    except ImportError:
-        load_solver = None
-    if load_solver is not None:
-        return load_solver(name, weights=weights, device=device).eval()
-    cls = plugins.get("solver", name)
-    if weights is not None or getattr(cls, "default_weights", None):
-        raise KdiffError(f"solver {name!r} needs weights, which this build cannot load")
-    return cls().to(device).eval()
-
-
-def deconvolve(y: np.ndarray, k: np.ndarray, sigma: float | None, solver: str = "wiener", device: str = "cpu") -> np.ndarray:
-    """``F(y, k)`` with a registered solver, NumPy (H, W, C) in and out."""
-    F = get_solver(solver, None, device)
-    yt = files.to_tensor(y).to(device)
-    kt = torch.from_numpy(as_kernel(k)).to(device=device, dtype=yt.dtype)[None, None]
-    with torch.no_grad():
-        x = F(yt, kt, sigma=sigma)
-    return files.to_numpy(x.clamp(0, 1))
+get_solver = cached_solver
 
 
 # --------------------------------------------------------------------------- metrics

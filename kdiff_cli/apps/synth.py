@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from kdiff_cli import __version__
+from kdiff_cli import params
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths.kernels import MIN_SIZE
 
@@ -63,30 +64,6 @@ def get_generator(generator: Any) -> tuple[str, Any]:
     return str(getattr(generator, "name", type(generator).__name__)), generator
 
 
-def _convert(key: str, text: str, default: Any) -> Any:
-    """Convert ``text`` to the type of the parameter's default (``None``: a number or ``none``)."""
-    low = text.strip().lower()
-    try:
-        if isinstance(default, bool):
-            if low in ("true", "yes", "1", "on"):
-                return True
-            if low in ("false", "no", "0", "off"):
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        if default is None:
-            if low in ("none", "null", "random"):
-                return None
-            return float(text)
-        return text
-    except ValueError:
-        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(type(default), "a number or none")
-        raise KdiffError(f"bad --param {key}={text!r}: expected {kind}") from None
-
-
 def parse_params(generator: Any, items: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Resolve ``["key=value", ...]`` against the generator's ``params`` defaults.
 
@@ -97,17 +74,14 @@ def parse_params(generator: Any, items: list[str] | tuple[str, ...] = ()) -> dic
     defaults = dict(getattr(gen, "params", None) or {})
     out, seen = dict(defaults), set()
     for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise KdiffError(f"bad --param {item!r}: expected key=value")
+        key, value = params.split_pair(item, "--param")
         if key in seen:
             raise KdiffError(f"--param {key} given twice")
         seen.add(key)
         if hasattr(gen, "params") and key not in defaults:
             known = ", ".join(sorted(defaults)) or "none"
             raise KdiffError(f"unknown parameter {key!r} for generator {name!r} (known: {known})")
-        out[key] = _convert(key, value, defaults.get(key, ""))
+        out[key] = params.convert(value, defaults.get(key, ""), key, "--param", none_words=(*params.NONE_WORDS, "random"))
     return out
 
 

@@ -438,3 +438,17 @@ def _blend_ramp(n: int, overlap: int, dtype, device) -> torch.Tensor:
     wgt[:overlap] = ramp
     wgt[n - overlap :] = torch.minimum(wgt[n - overlap :], ramp.flip(0))
     return wgt
+
+
+def deconvolve_numpy(y, k, sigma: float | None, solver: str = "wiener", device: str = "cpu"):
+    """``F(y, k)`` with a registered solver, NumPy (H, W, C) in [0, 1] and out (for scoring)."""
+    from kdiff_cli import files
+    from kdiff_cli.maths.metrics import as_kernel
+    from kdiff_cli.solvers import cached_solver
+
+    F = cached_solver(solver, None, device)
+    yt = files.to_tensor(y).to(device)
+    kt = torch.from_numpy(as_kernel(k)).to(device=device, dtype=yt.dtype)[None, None]
+    with torch.no_grad():
+        x = F(yt, kt, sigma=sigma)
+    return files.to_numpy(x.clamp(0, 1))
