@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,6 +25,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+#: the help panel of the options most runs leave alone (the everyday ones come first, under "Options")
+RESEARCH = "Research options"
+
+
+class Quality(str, Enum):
+    """``kdiff deblur --quality``: the presets of :data:`kdiff_cli.blind.settings.QUALITY`."""
+
+    fast = "fast"
+    default = "default"
+    best = "best"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -131,7 +144,7 @@ def train_cmd(
     task: Annotated[str, typer.Argument(help="What to train: kernel-diff, dwdn or unrolled.")],
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (see configs/).")] = None,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", "-s", help="Override a config key, e.g. --set train.lr=1e-4 (repeatable).")
+        Optional[list[str]], typer.Option("--set", "-s", help="Override a config key, e.g. --set train.lr=1e-4 (repeatable).", rich_help_panel=RESEARCH)
     ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/TASK-DATE-TIME).")] = None,
     resume: Annotated[
@@ -143,7 +156,7 @@ def train_cmd(
         Optional[Path], typer.Option(help="Also write the final EMA weights here (e.g. weights/dwdn.safetensors).")
     ] = None,
     init: Annotated[
-        Optional[str], typer.Option(help="Fine-tune: start from these weights (shipped name or path; sets train.init).")
+        Optional[str], typer.Option(help="Fine-tune: start from these weights (shipped name or path; sets train.init).", rich_help_panel=RESEARCH)
     ] = None,
 ):
     """Train a model; checkpoints, log.csv, loss.png and ema.safetensors go to the run folder.
@@ -169,91 +182,83 @@ def train_cmd(
 @app.command("deblur")
 @user_errors
 def deblur_cmd(
-    inputs: Annotated[list[str], typer.Argument(help="Blurred images or globs (PNG, JPEG, TIFF, BMP; 8 or 16 bit, gray or RGB).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <stem>_deblurred.<ext> (input's bit depth), <stem>_kernel.npy/.png, report.json.")],
-    kernel: Annotated[
-        Optional[Path], typer.Option("--kernel", "-k", help="Known blur kernel (.npy or gray image): non-blind deblurring only.")
-    ] = None,
-    method: Annotated[str, typer.Option(help="Blind method: kernel-diff, unguided, alternating (see `kdiff plugins --kind method`).")] = "kernel-diff",
-    solver: Annotated[str, typer.Option(help="Non-blind solver F: wiener, dwdn, unrolled.")] = "wiener",
-    sampler: Annotated[str, typer.Option(help="Kernel sampler: ddim, ddpm, unguided.")] = "ddim",
-    steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps (default: the sampler's; ddpm 1000, ddim 25).")] = None,
-    samples: Annotated[int, typer.Option(help="Kernels sampled as one batch; the lowest reblur residual wins.")] = 1,
-    refiner: Annotated[str, typer.Option(help="Stage II refiner: alternating (default, measured) or reblur (the paper's gradient steps).")] = "alternating",
-    refine_steps: Annotated[Optional[int], typer.Option(help="Stage II steps (default: the refiner's; reblur 20 gradient steps, alternating 10 rounds per level; 0: none).")] = None,
-    classical: Annotated[bool, typer.Option("--classical/--no-classical", help="MAP_k also weighs the classical alternating estimate of the window; the lower reblur residual wins (measured default, docs/deblur.md).")] = True,
-    kernel_size: Annotated[Optional[int], typer.Option(help="Kernel size (must match the kernel-diff weights; alternating: any).")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="Kernel-diff weights: shipped name or .safetensors path.")] = None,
-    solver_weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).")] = None,
-    roi: Annotated[Optional[str], typer.Option(help="Kernel-estimation window x,y,w,h (default: strongest edges).")] = None,
-    downscale: Annotated[str, typer.Option(help="auto, 1 or 2: estimate the kernel on the image downscaled by this factor.")] = "auto",
-    guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2 (default measured, see docs/deblur.md).")] = 4.0,
-    route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).")] = "k0",
-    discrepancy: Annotated[Optional[float], typer.Option(help="tau: guide the reblur residual to tau x the noise energy instead of down to 0 (default and 0: off, the paper's loss; see docs/deblur.md).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same output.")] = 0,
-    sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).")] = None,
-    final_sigma_floor: Annotated[float, typer.Option(help="Blind, --no-classical: the final deconvolution regularises as if the noise std were at least this.")] = 0.03,
-    kernel_uncertainty: Annotated[float, typer.Option(help="Blind: u in sigma_final^2 = sigma^2 + u (1 - MNC of the sample and the classical candidate); the kernels' disagreement as extra noise (docs/deblur.md).")] = 0.006,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    tile: Annotated[int, typer.Option(help="Tile side of the final deconvolution (tiles overlap by the kernel size).")] = 512,
+    inputs: Annotated[list[str], typer.Argument(help="Blurred images or globs: PNG, JPEG, TIFF, BMP.", metavar="IMAGES", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the images, kernels, report.json.", metavar="DIR")],
+    kernel: Annotated[Optional[Path], typer.Option("--kernel", "-k", help="Known kernel (.npy or image): non-blind.", metavar="FILE", show_default=False)] = None,
+    method: Annotated[str, typer.Option(help="kernel-diff (default), unguided, alternating.", metavar="NAME", show_default=False)] = "kernel-diff",
+    solver: Annotated[str, typer.Option(help="Solver F: wiener (default), dwdn, unrolled.", metavar="NAME", show_default=False)] = "wiener",
+    quality: Annotated[Quality, typer.Option(help="fast, default, best: sampler/steps/samples.", metavar="LEVEL", show_default=False)] = Quality.default,
+    seed: Annotated[int, typer.Option(help="Random seed (default 0); same seed, same x.", metavar="N", show_default=False)] = 0,
+    sampler: Annotated[Optional[str], typer.Option(help="Kernel sampler: ddim, ddpm, unguided (default: --quality's, ddim).", rich_help_panel=RESEARCH)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps (default: --quality's; default quality: the sampler's, ddpm 1000, ddim 25).", rich_help_panel=RESEARCH)] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Kernels sampled as one batch; the lowest reblur residual wins (default: --quality's; default quality: 1).", rich_help_panel=RESEARCH)] = None,
+    refiner: Annotated[str, typer.Option(help="Stage II refiner: alternating (default, measured) or reblur (the paper's gradient steps).", rich_help_panel=RESEARCH)] = "alternating",
+    refine_steps: Annotated[Optional[int], typer.Option(help="Stage II steps (default: --quality's; default quality: the refiner's, reblur 20 gradient steps, alternating 10 rounds per level; 0: none).", rich_help_panel=RESEARCH)] = None,
+    classical: Annotated[bool, typer.Option("--classical/--no-classical", help="MAP_k also weighs the classical alternating estimate of the window; the lower reblur residual wins (measured default, docs/deblur.md).", rich_help_panel=RESEARCH)] = True,
+    kernel_size: Annotated[Optional[int], typer.Option(help="Kernel size (must match the kernel-diff weights; alternating: any).", rich_help_panel=RESEARCH)] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Kernel-diff weights: shipped name or .safetensors path.", rich_help_panel=RESEARCH)] = None,
+    solver_weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).", rich_help_panel=RESEARCH)] = None,
+    roi: Annotated[Optional[str], typer.Option(help="Kernel-estimation window x,y,w,h (default: strongest edges).", rich_help_panel=RESEARCH)] = None,
+    downscale: Annotated[str, typer.Option(help="auto, 1 or 2: estimate the kernel on the image downscaled by this factor.", rich_help_panel=RESEARCH)] = "auto",
+    guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2 (default measured, see docs/deblur.md).", rich_help_panel=RESEARCH)] = 4.0,
+    route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).", rich_help_panel=RESEARCH)] = "k0",
+    discrepancy: Annotated[Optional[float], typer.Option(help="tau: guide the reblur residual to tau x the noise energy instead of down to 0 (default and 0: off, the paper's loss; see docs/deblur.md).", rich_help_panel=RESEARCH)] = None,
+    sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).", rich_help_panel=RESEARCH)] = None,
+    final_sigma_floor: Annotated[float, typer.Option(help="Blind, --no-classical: the final deconvolution regularises as if the noise std were at least this.", rich_help_panel=RESEARCH)] = 0.03,
+    kernel_uncertainty: Annotated[float, typer.Option(help="Blind: u in sigma_final^2 = sigma^2 + u (1 - MNC of the sample and the classical candidate); the kernels' disagreement as extra noise (docs/deblur.md).", rich_help_panel=RESEARCH)] = 0.006,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RESEARCH)] = "auto",
+    tile: Annotated[int, typer.Option(help="Tile side of the final deconvolution (tiles overlap by the kernel size).", rich_help_panel=RESEARCH)] = 512,
 ):
     """Deblur images: blind (Kernel-Diff by default) or, with --kernel, non-blind."""
-    from kdiff_cli.blind import estimator as deblur
-    from kdiff_cli.apps import nonblind
+    import contextlib
+
     from kdiff_cli import progress
+    from kdiff_cli.apps import deblur
+    from kdiff_cli.blind.settings import quality_options
+    from kdiff_cli.blind.window import parse_roi
 
-    paths = nonblind.expand_inputs(inputs)
-    if kernel is not None:
-        with progress.task_bar(f"deblur ({solver})", total=len(paths), unit="images") as update:
+    paths = deblur.expand_inputs(inputs)
+    preset = quality_options(quality.value, sampler=sampler, steps=steps, samples=samples, refine_steps=refine_steps)
+    options = {
+        **preset, "refiner": refiner, "classical": classical, "solver": solver,
+        "guidance_scale": guidance_scale, "route": route, "roi": parse_roi(roi) if kernel is None else None, "downscale": downscale,
+        "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
+        "kernel_size": kernel_size,
+    }
+    if discrepancy is not None:  # absent: the measured default of BlindSettings; 0: the paper's plain loss
+        options["discrepancy"] = None if discrepancy == 0 else discrepancy
+    if method in ("kernel-diff", "unguided"):
+        options.pop("kernel_size")
+        if kernel_size is not None:
+            options["expect_kernel_size"] = kernel_size
 
-            def done(path: Path, written: Optional[Path], error: Optional[str]) -> None:
-                if error is not None:
-                    typer.echo(f"error: {error}", err=True)
-                update(1)
+    bars: dict = {}
 
-            report = nonblind.deblur_nonblind(
-                paths, kernel, solver, out, sigma=sigma, weights=solver_weights, device=device, tile=tile, callback=done
-            )
-        failed = report.failed
-    else:
-        options = {
-            "sampler": sampler, "steps": steps, "samples": samples, "refiner": refiner, "refine_steps": refine_steps, "classical": classical, "solver": solver,
-            "guidance_scale": guidance_scale, "route": route, "roi": deblur.parse_roi(roi), "downscale": downscale,
-            "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
-            "kernel_size": kernel_size,
-        }
-        if discrepancy is not None:  # absent: the measured default of BlindSettings; 0: the paper's plain loss
-            options["discrepancy"] = None if discrepancy == 0 else discrepancy
-        if method in ("kernel-diff", "unguided"):
-            options.pop("kernel_size")
-            if kernel_size is not None:
-                options["expect_kernel_size"] = kernel_size
-        bars: dict = {}
+    def on_start(p):  # blind: one bar per image over its stages
+        stack.close()
+        bars["totals"] = {}  # the total comes from the stages' own lengths (on_progress)
+        bars["update"] = stack.enter_context(progress.task_bar(Path(p).name, total=None, unit="steps"))
 
-        def on_progress(stage, i, n, info):
-            # every stage (sampling, refining, their x2 passes) reports its own length; the bar adds them up
-            bars["totals"][stage] = n
-            bars["update"](1, total=sum(bars["totals"].values()), stage=stage, **{k: v for k, v in info.items() if k == "residual"})
+    def on_progress(stage, i, n, info):
+        # every stage (sampling, refining, their x2 passes) reports its own length; the bar adds them up
+        bars["totals"][stage] = n
+        bars["update"](1, total=sum(bars["totals"].values()), stage=stage, **{k: v for k, v in info.items() if k == "residual"})
 
-        import contextlib
+    def on_done(p, err):
+        if err is not None:
+            typer.echo(f"error: {err}", err=True)
+        if kernel is not None:  # non-blind: one bar over the images
+            bars["update"](1)
 
-        with contextlib.ExitStack() as stack:
-
-            def on_start(p):
-                stack.close()
-                bars["totals"] = {}  # the total comes from the stages' own lengths (on_progress)
-                bars["update"] = stack.enter_context(progress.task_bar(Path(p).name, total=None, unit="steps"))
-
-            def on_done(p, err):
-                if err is not None:
-                    typer.echo(f"error: {err}", err=True)
-
-            report = deblur.deblur_files(paths, out, method, options, device, on_start, on_progress, on_done)
-        failed = report.failed
+    with contextlib.ExitStack() as stack:
+        if kernel is not None:
+            bars["update"] = stack.enter_context(progress.task_bar(f"deblur ({solver})", total=len(paths), unit="images"))
+        report = deblur.deblur_files(paths, out, method, options, device, None if kernel is not None else on_start,
+                                     on_progress, on_done, kernel=kernel, quality=quality.value)
     for path in report.written:
         typer.echo(str(path))
-    if failed:
-        typer.echo(f"{len(failed)} of {len(paths)} inputs failed", err=True)
+    if report.failed:
+        typer.echo(f"{len(report.failed)} of {len(paths)} inputs failed", err=True)
         raise typer.Exit(1)
 
 
@@ -272,25 +277,25 @@ def eval_cmd(
         Optional[str], typer.Option("--method", "-m", help="Comma-separated methods, each NAME[:key=value...] (default: blurred,oracle,kernel-diff).")
     ] = None,
     method_opt: Annotated[
-        Optional[list[str]], typer.Option("--method-opt", help="KEY=VALUE (or METHOD.KEY=VALUE) for the methods, e.g. steps=25 (repeatable).")
+        Optional[list[str]], typer.Option("--method-opt", help="KEY=VALUE (or METHOD.KEY=VALUE) for the methods, e.g. steps=25 (repeatable).", rich_help_panel=RESEARCH)
     ] = None,
     metric: Annotated[
         Optional[str], typer.Option("--metric", help="Comma-separated metrics (default: the dataset's, e.g. psnr,ssim,lpips,fid,mnc).")
     ] = None,
     metric_weights: Annotated[
-        Optional[Path], typer.Option("--metric-weights", help="Folder with LPIPS/FID backbone weights (default: the torch hub cache).")
+        Optional[Path], typer.Option("--metric-weights", help="Folder with LPIPS/FID backbone weights (default: the torch hub cache).", rich_help_panel=RESEARCH)
     ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Only the first N images.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder; re-running skips finished images (default: eval-DATASET).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="bsd100: protocol seed (default 2023).")] = None,
-    generator: Annotated[Optional[str], typer.Option(help="bsd100: kernel generator (default borodenko).")] = None,
-    sigma: Annotated[Optional[float], typer.Option(help="bsd100: Gaussian noise std (default 0.01).")] = None,
-    crop: Annotated[Optional[int], typer.Option(help="bsd100: crop side (default 256).")] = None,
-    kernel_size: Annotated[Optional[int], typer.Option("--kernel-size", help="bsd100: kernel side (default 64).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="bsd100: protocol seed (default 2023).", rich_help_panel=RESEARCH)] = None,
+    generator: Annotated[Optional[str], typer.Option(help="bsd100: kernel generator (default borodenko).", rich_help_panel=RESEARCH)] = None,
+    sigma: Annotated[Optional[float], typer.Option(help="bsd100: Gaussian noise std (default 0.01).", rich_help_panel=RESEARCH)] = None,
+    crop: Annotated[Optional[int], typer.Option(help="bsd100: crop side (default 256).", rich_help_panel=RESEARCH)] = None,
+    kernel_size: Annotated[Optional[int], typer.Option("--kernel-size", help="bsd100: kernel side (default 64).", rich_help_panel=RESEARCH)] = None,
     export: Annotated[
-        Optional[Path], typer.Option("--export", help="Write the blurred set, kernels and ground truth here (alone unless --method is given).")
+        Optional[Path], typer.Option("--export", help="Write the blurred set, kernels and ground truth here (alone unless --method is given).", rich_help_panel=RESEARCH)
     ] = None,
-    grid: Annotated[int, typer.Option(help="Rows of grid.png (the paper's Figure 4); 0 for none.")] = 4,
+    grid: Annotated[int, typer.Option(help="Rows of grid.png (the paper's Figure 4); 0 for none.", rich_help_panel=RESEARCH)] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ):
     """Evaluate blind deblurring methods on a benchmark: table, metrics.json/.csv, grid.png."""

@@ -40,7 +40,7 @@ def register_metrics(register):
 
 @hookspec
 def register_methods(register):
-    """Register blind deblurring methods: ``run(y, **options) -> (x, k, info)``."""
+    """Register blind deblurring methods: ``run(y, **options) -> MethodResult`` (unpacks as ``x, k, info``)."""
 
 
 @hookspec

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 
 from kdiff_cli import config
+from kdiff_cli.blind.result import MethodResult
 from kdiff_cli.hookspecs import hookimpl
 
 
@@ -34,8 +35,12 @@ class Alternating:
         threshold: float = 0.1,
         polish: int = 5,
         init: str = "gaussian",
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Deblur ``y`` (1, C, H, W) in [0, 1]; returns ``(x, k, info)`` with ``info["residual"]``.
+    ) -> MethodResult:
+        """Deblur ``y`` (1, C, H, W) in [0, 1]; returns a :class:`MethodResult` (unpacks as ``x, k, info``).
+
+        ``residual``: the reblur residual ``||y - k * x||^2`` of the image (``info["reblur_residual"]``),
+        ``residuals``: that one value as a list; ``round_residuals``: the RMS reblur residual of
+        every round, coarse to fine (``info["residual"]``, the curve of the paper's Figure 5).
 
         ``kernel_size``: side of the estimated kernel (``None``: 64); ``iterations``: alternations
         per pyramid level; ``seed``: seeds ``init="random"``; ``callback(step, info)`` after every
@@ -54,8 +59,11 @@ class Alternating:
             polish=_number("polish", polish, 0),
             init=str(init),
         )
-        return alternating.run(y, settings, solver=solver, solver_weights=solver_weights, sigma=sigma,
-                               callback=callback)
+        x, k, info = alternating.run(y, settings, solver=solver, solver_weights=solver_weights, sigma=sigma,
+                                     callback=callback)
+        reblur = info["reblur_residual"]
+        return MethodResult(x, k, info, residual=reblur, residuals=[reblur], settings=info["settings"],
+                            round_residuals=info["residual"])
 
 
 def _number(name: str, value: Any, kind: int | float) -> int | float:

@@ -1,5 +1,6 @@
 """The trivial baseline: return the blurred input unchanged (no kernel estimate)."""
 
+from kdiff_cli.blind.result import MethodResult
 from kdiff_cli.hookspecs import hookimpl
 
 
@@ -7,9 +8,9 @@ class Blurred:
     name = "blurred"
     description = "baseline: the blurred input itself (no deblurring, no kernel)"
 
-    def run(self, y):
+    def run(self, y) -> MethodResult:
         """``x = y``, no kernel."""
-        return y, None, {}
+        return MethodResult(y, None, {})
 
 
 @hookimpl

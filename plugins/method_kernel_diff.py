@@ -25,7 +25,7 @@ class KernelDiff:
     @classmethod
     def validate_options(cls, **options):
         """Raise a one-line error for options that are not valid pipeline settings."""
-        from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings
+        from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings
         from kdiff_cli.errors import KdiffError
 
         fields = BlindSettings.__dataclass_fields__
@@ -43,8 +43,13 @@ class KernelDiff:
 
     @classmethod
     def run(cls, y, *, weights=None, solver_weights=None, device="cpu", callback=None, k_true=None, expect_kernel_size=None, **options):  # noqa: ARG003 (checked in validate_options)
-        """Deblur ``y`` (1, C, H, W); ``options`` are :class:`kdiff_cli.blind.estimator.BlindSettings` fields."""
-        from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings, deblur_image, settings_dict
+        """Deblur ``y`` (1, C, H, W); ``options`` are :class:`kdiff_cli.blind.settings.BlindSettings` fields.
+
+        Returns a :class:`kdiff_cli.blind.result.MethodResult` (unpacks as ``x, k, info``).
+        """
+        from kdiff_cli.blind.estimator import deblur_image
+        from kdiff_cli.blind.result import MethodResult
+        from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings, settings_dict
 
         options.setdefault("sampler", cls.sampler)
         if cls.sampler == "unguided":  # the ablation ignores any --sampler choice
@@ -53,6 +58,7 @@ class KernelDiff:
         model, schedule, solver = _models(weights or DEFAULT_WEIGHTS, settings.solver, solver_weights, str(device))
         res = deblur_image(y.to(device), model, schedule, solver, settings, callback)
         est = res.estimate
+        resolved = settings_dict(settings)
         info = {
             "residuals": est.residuals,
             "chosen": est.chosen,
@@ -66,9 +72,10 @@ class KernelDiff:
             "trace": est.trace,
             "refine_trace": est.refine_trace,
             "seconds": res.seconds,
-            "settings": settings_dict(settings),
+            "settings": resolved,
         }
-        return res.x, est.k, info
+        return MethodResult(res.x, est.k, info, residual=est.residual, residuals=est.residuals, settings=resolved,
+                            estimate=est, final_sigma=res.sigma)
 
 
 @hookimpl

@@ -2,6 +2,7 @@
 
 import torch
 
+from kdiff_cli.blind.result import MethodResult
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
 
@@ -10,7 +11,7 @@ class Oracle:
     name = "oracle"
     description = "upper bound: a non-blind solver (default wiener) given the true kernel"
 
-    def run(self, y, *, k_true=None, sigma=None, solver: str = "wiener", weights: str | None = None, device=None):
+    def run(self, y, *, k_true=None, sigma=None, solver: str = "wiener", weights: str | None = None, device=None) -> MethodResult:
         """``x = F(y, k_true)`` with the solver named ``solver`` (weights: a file or shipped name)."""
         from kdiff_cli.solvers import cached_solver
 
@@ -20,7 +21,7 @@ class Oracle:
         F = cached_solver(solver, weights, str(device or y.device))
         with torch.no_grad():
             x = F(y, k, sigma=sigma)
-        return x.clamp(0, 1), k, {"solver": solver}
+        return MethodResult(x.clamp(0, 1), k, {"solver": solver})
 
 
 @hookimpl

@@ -244,6 +244,19 @@ def test_method_registered_and_runs(problem):
     assert float(ops.mnc(k.double(), k_true)) > 0.75
 
 
+def test_method_result_is_typed(problem):
+    """The method's typed fields: one reblur residual (a float, the report's ``residual``) and the
+    RMS residual of every round (a list, ``round_residuals``); ``info`` keeps the raw values."""
+    from kdiff_cli.blind.result import MethodResult
+
+    _, _, y = problem
+    res = plugins.get("method", "alternating").run(y, kernel_size=SIZE, iterations=2)
+    assert isinstance(res, MethodResult) and len(res) == 3
+    assert isinstance(res.residual, float) and res.residual == res.info["reblur_residual"]
+    assert res.residuals == [res.residual] and res.round_residuals == res.info["residual"]
+    assert res.settings == res.info["settings"] and res.estimate is None
+
+
 def test_method_unknown_solver(problem):
     _, _, y = problem
     with pytest.raises(KdiffError, match="unknown solver"):

@@ -13,10 +13,11 @@ import torch
 
 from kdiff_cli.apps import datasets
 from kdiff_cli import files, plugins
-from kdiff_cli.maths import ops
+from kdiff_cli.maths import ops, protocol
+from kdiff_plugins import ds_bsd100, ds_folder, ds_levin
 from kdiff_cli.errors import KdiffError
 
-IDS = datasets.BSD100_IDS[:6]
+IDS = ds_bsd100.BSD100_IDS[:6]
 SMALL = {"crop": 48, "kernel_size": 9, "generator": "borodenko"}
 
 
@@ -43,8 +44,8 @@ def fake_bsd(tmp_path_factory):
 
 
 def test_ids_match_the_shared_list():
-    assert len(datasets.BSD100_IDS) == 100 == len(set(datasets.BSD100_IDS))
-    assert datasets.BSD100_IDS[:3] == ("3096", "8023", "12084") and datasets.BSD100_IDS[-1] == "385039"
+    assert len(ds_bsd100.BSD100_IDS) == 100 == len(set(ds_bsd100.BSD100_IDS))
+    assert ds_bsd100.BSD100_IDS[:3] == ("3096", "8023", "12084") and ds_bsd100.BSD100_IDS[-1] == "385039"
 
 
 @pytest.mark.parametrize("layout", ["", "BSDS300/images/test", "BSR/BSDS500/data/images/val"])
@@ -54,35 +55,35 @@ def test_locate_in_every_layout(tmp_path, fake_bsd, layout):
     for i in IDS:
         (d / f"{i}.jpg").write_bytes((fake_bsd / f"{i}.jpg").read_bytes())
     (d / "999999.jpg").write_bytes(b"not ours")
-    found = datasets.locate_bsd100(tmp_path)
+    found = ds_bsd100.locate_bsd100(tmp_path)
     assert sorted(found) == sorted(IDS) and all(p.parent == d for p in found.values())
 
 
 def test_missing_images_are_a_clear_error(fake_bsd):
-    refs = datasets.load_bsd100(fake_bsd, limit=6, **SMALL)
+    refs = ds_bsd100.load_bsd100(fake_bsd, limit=6, **SMALL)
     assert [r.id for r in refs] == list(IDS)
     with pytest.raises(KdiffError, match=r"1 of 7 BSD100 images missing .*21077\.jpg"):
-        datasets.load_bsd100(fake_bsd, limit=7, **SMALL)
+        ds_bsd100.load_bsd100(fake_bsd, limit=7, **SMALL)
     with pytest.raises(KdiffError, match="--data-dir .* does not exist"):
-        datasets.load_bsd100(fake_bsd / "nope", limit=1)
+        ds_bsd100.load_bsd100(fake_bsd / "nope", limit=1)
 
 
 def test_no_data_dir_and_no_cache_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("KDIFF_CACHE_DIR", raising=False)
     with pytest.raises(KdiffError, match="--data-dir .* or --download"):
-        datasets.load_bsd100(None, limit=1)
+        ds_bsd100.load_bsd100(None, limit=1)
 
 
 # --------------------------------------------------------------------------- the protocol
 
 
 def test_protocol_is_deterministic_and_independent_of_limit(fake_bsd):
-    a = [r.load() for r in datasets.load_bsd100(fake_bsd, limit=4, **SMALL)]
-    b = [r.load() for r in datasets.load_bsd100(fake_bsd, limit=2, **SMALL)]
+    a = [r.load() for r in ds_bsd100.load_bsd100(fake_bsd, limit=4, **SMALL)]
+    b = [r.load() for r in ds_bsd100.load_bsd100(fake_bsd, limit=2, **SMALL)]
     for u, v in zip(a, b):
         assert np.array_equal(u.x, v.x) and np.array_equal(u.y, v.y) and np.array_equal(u.k, v.k)
-    c = datasets.load_bsd100(fake_bsd, limit=1, seed=7, **SMALL)[0].load()
+    c = ds_bsd100.load_bsd100(fake_bsd, limit=1, seed=7, **SMALL)[0].load()
     assert not np.array_equal(c.y, a[0].y)
     assert a[0].x.shape == a[0].y.shape == (48, 48, 3) and a[0].k.shape == (9, 9)
     assert a[0].k.sum() == pytest.approx(1.0) and a[0].sigma == 0.01
@@ -90,9 +91,9 @@ def test_protocol_is_deterministic_and_independent_of_limit(fake_bsd):
 
 def test_protocol_rngs_golden_values():
     """SeedSequence + PCG64 streams are platform-independent: pin a few draws."""
-    crop, kernel, noise = datasets.protocol_rngs(2023, 3096)
+    crop, kernel, noise = protocol.protocol_rngs(2023, 3096)
     first = (int(crop.integers(0, 66)), int(crop.integers(0, 226)))
-    again = datasets.protocol_rngs(2023, 3096)[0]
+    again = protocol.protocol_rngs(2023, 3096)[0]
     assert first == (int(again.integers(0, 66)), int(again.integers(0, 226)))
     assert first == GOLDEN_CROP
     assert noise.standard_normal() == pytest.approx(GOLDEN_NOISE, abs=1e-15)
@@ -103,16 +104,16 @@ GOLDEN_NOISE = -0.8575213110882721
 
 
 def test_blur_model_matches_ops_conv2d(fake_bsd):
-    item = datasets.load_bsd100(fake_bsd, limit=1, sigma=0.0, **SMALL)[0].load()
+    item = ds_bsd100.load_bsd100(fake_bsd, limit=1, sigma=0.0, **SMALL)[0].load()
     x = torch.from_numpy(item.x.transpose(2, 0, 1)[None].astype(np.float64))
     ref = ops.conv2d(x, torch.from_numpy(item.k)[None, None], "symmetric")[0].numpy().transpose(1, 2, 0)
     assert np.abs(item.y - ref).max() <= 0.5 / 65535 + 1e-7  # stored at 16 bits
-    noisy = datasets.load_bsd100(fake_bsd, limit=1, sigma=0.05, **SMALL)[0].load()
+    noisy = ds_bsd100.load_bsd100(fake_bsd, limit=1, sigma=0.05, **SMALL)[0].load()
     assert np.std(noisy.y - ref) == pytest.approx(0.05, rel=0.1)
 
 
 def test_crop_larger_than_image_is_an_error(fake_bsd):
-    ref = datasets.load_bsd100(fake_bsd, limit=1, crop=400, kernel_size=9)[0]
+    ref = ds_bsd100.load_bsd100(fake_bsd, limit=1, crop=400, kernel_size=9)[0]
     with pytest.raises(KdiffError, match="smaller than the 400x400 crop"):
         ref.load()
 
@@ -120,7 +121,7 @@ def test_crop_larger_than_image_is_an_error(fake_bsd):
 def test_dataset_plugins_registered():
     assert {"bsd100", "levin", "folder"} <= set(plugins.names("dataset"))
     p = plugins.get("dataset", "bsd100").protocol(seed=5)
-    assert p == {"dataset": "bsd100", **datasets.BSD100_DEFAULTS, "seed": 5, "generator_params": {}}
+    assert p == {"dataset": "bsd100", **ds_bsd100.BSD100_DEFAULTS, "seed": 5, "generator_params": {}}
 
 
 # --------------------------------------------------------------------------- download
@@ -143,9 +144,9 @@ def tiny_jpeg():
 
 @pytest.fixture(scope="module")
 def bsds_archive(tiny_jpeg):
-    members = {f"BSDS300/images/test/{i}.jpg": tiny_jpeg for i in datasets.BSD100_IDS}
+    members = {f"BSDS300/images/test/{i}.jpg": tiny_jpeg for i in ds_bsd100.BSD100_IDS}
     members["BSDS300/images/train/2092.jpg"] = tiny_jpeg
-    members["BSDS300/iids_test.txt"] = b"\n".join(i.encode() for i in datasets.BSD100_IDS)
+    members["BSDS300/iids_test.txt"] = b"\n".join(i.encode() for i in ds_bsd100.BSD100_IDS)
     return make_archive(members)
 
 
@@ -200,25 +201,25 @@ def cache(tmp_path, monkeypatch):
 def test_download_extract_verify_and_reuse(cache, bsds_archive, monkeypatch):
     with Server(bsds_archive) as srv:
         monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
-        refs = datasets.load_bsd100(None, download=True, limit=2, crop=8, kernel_size=3)
+        refs = ds_bsd100.load_bsd100(None, download=True, limit=2, crop=8, kernel_size=3)
         assert srv.requests == [None]
-        assert sorted(p.name for p in (cache / "images").iterdir()) == sorted(f"{i}.jpg" for i in datasets.BSD100_IDS)
-        assert not (cache / datasets.BSDS300_ARCHIVE).exists()  # only the images are kept
+        assert sorted(p.name for p in (cache / "images").iterdir()) == sorted(f"{i}.jpg" for i in ds_bsd100.BSD100_IDS)
+        assert not (cache / ds_bsd100.BSDS300_ARCHIVE).exists()  # only the images are kept
         # a second run (with or without --download) uses the cache, no request
-        datasets.load_bsd100(None, download=True, limit=1, crop=8, kernel_size=3)
-        datasets.load_bsd100(None, limit=1, crop=8, kernel_size=3)
+        ds_bsd100.load_bsd100(None, download=True, limit=1, crop=8, kernel_size=3)
+        ds_bsd100.load_bsd100(None, limit=1, crop=8, kernel_size=3)
         assert srv.requests == [None]
     assert refs[0].load().y.shape == (8, 8, 3)
 
 
 def test_download_resumes_a_partial_file(cache, bsds_archive, monkeypatch):
     cache.mkdir(parents=True)
-    (cache / (datasets.BSDS300_ARCHIVE + ".part")).write_bytes(bsds_archive[:1000])
+    (cache / (ds_bsd100.BSDS300_ARCHIVE + ".part")).write_bytes(bsds_archive[:1000])
     with Server(bsds_archive) as srv:
         monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
-        datasets.fetch_bsd100()
+        ds_bsd100.fetch_bsd100()
         assert srv.requests == ["bytes=1000-"]
-    assert len(datasets.locate_bsd100(cache / "images")) == 100
+    assert len(ds_bsd100.locate_bsd100(cache / "images")) == 100
 
 
 def test_download_offline_is_a_clear_error(cache, monkeypatch):
@@ -226,52 +227,52 @@ def test_download_offline_is_a_clear_error(cache, monkeypatch):
         url = srv.url
     monkeypatch.setenv("KDIFF_BSDS300_URL", url)  # the server is gone: connection refused
     with pytest.raises(KdiffError, match="cannot download .*offline.*--data-dir"):
-        datasets.fetch_bsd100()
+        ds_bsd100.fetch_bsd100()
 
 
 def test_corrupt_download_is_discarded(cache, monkeypatch):
     with Server(b"this is not a tar archive") as srv:
         monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
         with pytest.raises(KdiffError, match="cannot extract"):
-            datasets.fetch_bsd100()
+            ds_bsd100.fetch_bsd100()
 
 
 def test_incomplete_archive_is_rejected(cache, tiny_jpeg, monkeypatch):
-    partial = make_archive({f"BSDS300/images/test/{i}.jpg": tiny_jpeg for i in datasets.BSD100_IDS[:50]})
+    partial = make_archive({f"BSDS300/images/test/{i}.jpg": tiny_jpeg for i in ds_bsd100.BSD100_IDS[:50]})
     with Server(partial) as srv:
         monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
         with pytest.raises(KdiffError, match="incomplete or corrupt: 50 of 100"):
-            datasets.fetch_bsd100()
-    assert not (cache / datasets.BSDS300_ARCHIVE).exists()
+            ds_bsd100.fetch_bsd100()
+    assert not (cache / ds_bsd100.BSDS300_ARCHIVE).exists()
 
 
 def test_undecodable_image_in_archive_is_rejected(cache, tiny_jpeg, monkeypatch):
-    members = {f"BSDS300/images/test/{i}.jpg": tiny_jpeg for i in datasets.BSD100_IDS}
-    members[f"BSDS300/images/test/{datasets.BSD100_IDS[3]}.jpg"] = b"garbage"
+    members = {f"BSDS300/images/test/{i}.jpg": tiny_jpeg for i in ds_bsd100.BSD100_IDS}
+    members[f"BSDS300/images/test/{ds_bsd100.BSD100_IDS[3]}.jpg"] = b"garbage"
     with Server(make_archive(members)) as srv:
         monkeypatch.setenv("KDIFF_BSDS300_URL", srv.url)
         with pytest.raises(KdiffError, match="cannot read image"):
-            datasets.fetch_bsd100()
+            ds_bsd100.fetch_bsd100()
 
 
 def test_extraction_is_safe_from_path_traversal(tmp_path, tiny_jpeg):
-    first = datasets.BSD100_IDS[0]
-    members = {f"../../{first}.jpg": tiny_jpeg, f"/tmp/{datasets.BSD100_IDS[1]}.jpg": tiny_jpeg}
-    members.update({f"ok/{i}.jpg": tiny_jpeg for i in datasets.BSD100_IDS[2:4]})
+    first = ds_bsd100.BSD100_IDS[0]
+    members = {f"../../{first}.jpg": tiny_jpeg, f"/tmp/{ds_bsd100.BSD100_IDS[1]}.jpg": tiny_jpeg}
+    members.update({f"ok/{i}.jpg": tiny_jpeg for i in ds_bsd100.BSD100_IDS[2:4]})
     archive = tmp_path / "a" / "evil.tgz"
     archive.parent.mkdir()
     archive.write_bytes(make_archive(members))
     out = tmp_path / "a" / "b" / "images"
-    got = datasets.extract_bsd100(archive, out)
-    assert sorted(got) == sorted(datasets.BSD100_IDS[2:4])
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.jpg" for i in datasets.BSD100_IDS[2:4])
+    got = ds_bsd100.extract_bsd100(archive, out)
+    assert sorted(got) == sorted(ds_bsd100.BSD100_IDS[2:4])
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.jpg" for i in ds_bsd100.BSD100_IDS[2:4])
     assert not list(tmp_path.rglob(f"{first}.jpg"))
 
 
 def test_data_dir_may_be_the_archive(cache, bsds_archive, tmp_path):
     archive = tmp_path / "BSDS300-images.tgz"
     archive.write_bytes(bsds_archive)
-    refs = datasets.load_bsd100(archive, limit=3, crop=8, kernel_size=3)
+    refs = ds_bsd100.load_bsd100(archive, limit=3, crop=8, kernel_size=3)
     assert len(refs) == 3 and archive.exists()  # the user's archive is never deleted
 
 
@@ -298,17 +299,17 @@ def _levin(root, n_images=2, n_kernels=2):
 
 def test_levin_layout(tmp_path):
     kernels = _levin(tmp_path)
-    refs = datasets.load_levin(tmp_path)
+    refs = ds_levin.load_levin(tmp_path)
     assert [r.id for r in refs] == ["im1_kernel1", "im1_kernel2", "im2_kernel1", "im2_kernel2"]
     item = refs[1].load()
     assert item.x.shape == item.y.shape == (40, 40, 1)
     assert np.allclose(item.k, kernels[2], atol=1e-4)
-    assert len(datasets.load_levin(tmp_path, limit=3)) == 3
+    assert len(ds_levin.load_levin(tmp_path, limit=3)) == 3
     (tmp_path / "gt" / "kernel2.png").unlink()
     with pytest.raises(KdiffError, match="im1_kernel2_img.png has no gt/kernel2.png"):
-        datasets.load_levin(tmp_path)
+        ds_levin.load_levin(tmp_path)
     with pytest.raises(KdiffError, match="no im"):
-        datasets.load_levin(tmp_path / "gt")
+        ds_levin.load_levin(tmp_path / "gt")
 
 
 def test_folder_layout_and_errors(tmp_path):
@@ -318,23 +319,23 @@ def test_folder_layout_and_errors(tmp_path):
         files.write_image(tmp_path / "sharp" / f"{name}.jpg", texture(rng, 20, 24))
     (tmp_path / "kernels").mkdir()
     np.save(tmp_path / "kernels" / "a.npy", np.ones((3, 3)))
-    refs = datasets.load_folder(tmp_path)
+    refs = ds_folder.load_folder(tmp_path)
     a, b = (r.load() for r in refs)
     assert a.k.shape == (3, 3) and a.k.sum() == pytest.approx(1.0) and b.k is None
     files.write_image(tmp_path / "blurred" / "c.png", texture(rng, 20, 24))
     with pytest.raises(KdiffError, match="blurred/c.png has no partner"):
-        datasets.load_folder(tmp_path)
+        ds_folder.load_folder(tmp_path)
     files.write_image(tmp_path / "sharp" / "c.png", texture(rng, 10, 24))
     with pytest.raises(KdiffError, match="is 24x20 but"):
-        datasets.load_folder(tmp_path)[2].load()
+        ds_folder.load_folder(tmp_path)[2].load()
     with pytest.raises(KdiffError, match="has no blurred/ folder"):
-        datasets.load_folder(tmp_path / "blurred")
+        ds_folder.load_folder(tmp_path / "blurred")
 
 
 def test_export_reads_back_as_a_folder_dataset(fake_bsd, tmp_path):
-    refs = datasets.load_bsd100(fake_bsd, limit=3, **SMALL)
-    datasets.export(refs, tmp_path / "exp", datasets.bsd100_protocol(**SMALL))
-    back = datasets.load_folder(tmp_path / "exp")
+    refs = ds_bsd100.load_bsd100(fake_bsd, limit=3, **SMALL)
+    datasets.export(refs, tmp_path / "exp", ds_bsd100.bsd100_protocol(**SMALL))
+    back = ds_folder.load_folder(tmp_path / "exp")
     assert [r.id for r in back] == [r.id for r in refs]
     for r, s in zip(refs, back):
         u, v = r.load(), s.load()

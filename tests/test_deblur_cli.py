@@ -1,6 +1,7 @@
 """`kdiff deblur` blind path end to end with a tiny kernel-diff weights file (no shipped weights needed)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -189,7 +190,8 @@ def test_classical_candidate_in_the_map_k_choice(tiny_weights, photos):
 
 
 def test_final_sigma_grows_with_the_candidates_disagreement():
-    from kdiff_cli.blind.estimator import BlindSettings, final_sigma
+    from kdiff_cli.blind.final import final_sigma
+    from kdiff_cli.blind.settings import BlindSettings
 
     s = BlindSettings()
     sigma = torch.tensor([0.01])
@@ -200,3 +202,134 @@ def test_final_sigma_grows_with_the_candidates_disagreement():
     assert values == sorted(values) and values[-1] == pytest.approx((0.01**2 + 0.006 * 0.7) ** 0.5)
     assert float(final_sigma(sigma, 0.2, BlindSettings(kernel_uncertainty=0.0))) == pytest.approx(0.01)
     assert float(final_sigma(sigma, 0.2, BlindSettings(kernel_uncertainty=None))) == pytest.approx(0.03)
+
+
+# --------------------------------------------------------------------------- --quality presets
+
+
+def test_quality_presets_and_explicit_options_win():
+    from kdiff_cli.blind.settings import QUALITY, BlindSettings, quality_options
+    from kdiff_cli.cli import Quality
+    from kdiff_cli.errors import KdiffError
+
+    assert [q.value for q in Quality] == list(QUALITY) == ["fast", "default", "best"]
+    # default: exactly the defaults of the settings (outputs unchanged when --quality is not given)
+    d = BlindSettings()
+    assert quality_options("default") == {"sampler": d.sampler, "steps": d.steps, "samples": d.samples, "refine_steps": d.refine_steps}
+    assert quality_options("fast") == {"sampler": "ddim", "steps": 10, "samples": 1, "refine_steps": 5}
+    assert quality_options("best") == {"sampler": "ddim", "steps": 50, "samples": 4, "refine_steps": None}
+    # an option given explicitly overrides its field of the preset, the others stay
+    assert quality_options("best", steps=7, sampler="ddpm") == {"sampler": "ddpm", "steps": 7, "samples": 4, "refine_steps": None}
+    assert quality_options("fast", refine_steps=0, samples=2) == {"sampler": "ddim", "steps": 10, "samples": 2, "refine_steps": 0}
+    with pytest.raises(KdiffError, match="--quality must be one of fast, default, best"):
+        quality_options("ultra")
+
+
+def test_quality_reaches_the_report_and_explicit_steps_win(tiny_weights, photos):
+    out = photos / "q-fast"
+    fast = [a for a in FAST if a not in ("--steps", "3")]  # steps from the preset, --refine-steps 2 given
+    r = run(photos / "a.png", "--out", out, "--weights", tiny_weights, *fast, "--quality", "fast")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())["a.png"]
+    assert rep["quality"] == "fast"
+    assert (rep["settings"]["steps"], rep["settings"]["refine_steps"], rep["settings"]["samples"]) == (10, 2, 1)
+    bad = run(photos / "a.png", "--out", out, "--weights", tiny_weights, *FAST, "--quality", "ultra")
+    assert bad.exit_code == 2 and "ultra" in bad.output
+
+
+def test_default_quality_changes_nothing(tiny_weights, photos):
+    plain, named = photos / "q-none", photos / "q-default"
+    assert run(photos / "a.png", "--out", plain, "--weights", tiny_weights, *FAST).exit_code == 0
+    assert run(photos / "a.png", "--out", named, "--weights", tiny_weights, *FAST, "--quality", "default").exit_code == 0
+    assert (plain / "a_deblurred.png").read_bytes() == (named / "a_deblurred.png").read_bytes()
+    assert np.array_equal(np.load(plain / "a_kernel.npy"), np.load(named / "a_kernel.npy"))
+    a, b = (json.loads((d / "report.json").read_text())["a.png"] for d in (plain, named))
+    assert a["quality"] == b["quality"] == "default" and a["settings"] == b["settings"]
+
+
+def test_everyday_options_fit_one_screen(monkeypatch):
+    """`kdiff deblur --help` at 80x24: usage and the everyday options before the research panel."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("TERMINAL_WIDTH", raising=False)
+    r = runner.invoke(app, ["deblur", "--help"], terminal_width=80)
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    research = next(i for i, line in enumerate(lines) if "Research options" in line)
+    assert research <= 24, "\n".join(lines[:research])
+    everyday, rest = "\n".join(lines[:research]), "\n".join(lines[research:])
+
+    def has(text, option):  # an option's own row (not a mention in another's help)
+        return re.search(rf"^\S\s{{1,4}}(\*\s+)?{option}(?![-\w])", text, re.M) is not None
+
+    for option in ("--out", "--kernel", "--method", "--solver", "--quality", "--seed"):
+        assert has(everyday, option) and not has(rest, option), option
+    for option in ("--sampler", "--steps", "--samples", "--refine-steps", "--guidance-scale", "--tile"):
+        assert has(rest, option) and not has(everyday, option), option
+    for command in ("eval", "train"):
+        assert "Research options" in runner.invoke(app, [command, "--help"], terminal_width=80).output
+
+
+# --------------------------------------------------------------------------- typed results and report.json
+
+
+#: report.json entry fields and their one type each (docs/report-json.md); None: null allowed
+REPORT_TYPES = {
+    "input": (str,), "output": (str,), "kernel": (str,), "method": (str,), "quality": (str,), "settings": (dict,),
+    "kernel_size": (list,), "residual": (float, None), "residuals": (list, None), "round_residuals": (list, None),
+    "kept": (str, None), "classical_residual": (float, None), "agreement": (float, None),
+    "final_sigma": (float, None), "roi": (list, None), "scale": (int, None), "seconds": (float,),
+}
+
+
+def _check_types(entry):
+    assert list(entry) == list(REPORT_TYPES)
+    for name, value in entry.items():
+        kinds = REPORT_TYPES[name]
+        assert (value is None and None in kinds) or isinstance(value, tuple(k for k in kinds if k is not None)), (name, value)
+        assert not isinstance(value, bool) or name == "settings"
+
+
+def test_report_fields_have_one_type_each(tiny_weights, photos):
+    blind, alt = photos / "types-kd", photos / "types-alt"
+    assert run(photos / "a.png", "--out", blind, "--weights", tiny_weights, *FAST).exit_code == 0
+    r = run(photos / "a.png", "--out", alt, "--method", "alternating", "--kernel-size", "15", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    kd = json.loads((blind / "report.json").read_text())["a.png"]
+    al = json.loads((alt / "report.json").read_text())["a.png"]
+    for entry in (kd, al):
+        _check_types(entry)
+        assert isinstance(entry["residual"], float) and all(isinstance(v, float) for v in entry["residuals"])
+    # alternating: the one candidate's residual, and the per-round curve apart (the two were swapped)
+    assert al["residuals"] == [al["residual"]] and len(al["round_residuals"]) > 1
+    assert kd["round_residuals"] is None and kd["scale"] == 1 and len(kd["roi"]) == 4
+
+
+def test_report_json_doc_lists_every_field():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from kdiff_cli.apps.deblur_report import ReportEntry
+
+    doc = (Path(__file__).parents[1] / "docs" / "report-json.md").read_text()
+    assert [f.name for f in fields(ReportEntry)] == list(REPORT_TYPES)
+    for name in REPORT_TYPES:
+        assert f"| `{name}` |" in doc, f"{name} missing from docs/report-json.md"
+
+
+def test_method_result_unpacks_and_carries_typed_fields(tiny_weights, photos):
+    from kdiff_cli import plugins
+    from kdiff_cli.blind.result import KernelEstimate, MethodResult
+
+    y = files.to_tensor(files.read_image(photos / "a.png")[0])
+    res = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1, downscale="1")
+    assert isinstance(res, MethodResult) and isinstance(res, tuple) and len(res) == 3
+    x, k, info = res
+    assert x is res.x and k is res.k and info is res.info and x.shape == y.shape and k.shape == (1, 1, 16, 16)
+    assert isinstance(res.estimate, KernelEstimate) and res.estimate.k is k
+    assert res.residual == info["residual"] and res.residuals == info["residuals"] and res.settings == info["settings"]
+    assert isinstance(res.final_sigma, float) and res.round_residuals is None
+    # a third-party method may still return a plain tuple: typed fields are filled only with the right type
+    plain = MethodResult.of((x, k, {"residual": [1.0, 2.0], "residuals": 3.0, "final_sigma": 0.1}))
+    assert (plain.residual, plain.residuals, plain.final_sigma, plain.info["residual"]) == (None, None, 0.1, [1.0, 2.0])
+    assert MethodResult.of(res) is res

@@ -9,7 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdiff_cli.apps import datasets, evaluate
+from kdiff_cli.apps import evaluate
+from kdiff_cli.items import Item
+from kdiff_plugins import ds_bsd100
 from kdiff_cli import files, plugins
 from kdiff_cli.maths import ops
 from kdiff_cli.cli import app
@@ -24,7 +26,7 @@ def fake_bsd(tmp_path_factory):
     """Four BSD100 ids as 321x481 random-texture JPEGs (a stand-in with the real layout)."""
     root = tmp_path_factory.mktemp("bsd")
     rng = np.random.default_rng(0)
-    for i in datasets.BSD100_IDS[:4]:
+    for i in ds_bsd100.BSD100_IDS[:4]:
         a = cv2.resize(rng.random((41, 61, 3)), (481, 321), interpolation=cv2.INTER_CUBIC)
         cv2.imwrite(str(root / f"{i}.jpg"), (np.clip(a, 0, 1) * 255).round().astype(np.uint8))
     return root
@@ -91,7 +93,7 @@ def test_context_reaches_only_methods_that_name_it(monkeypatch):
             seen.update(k_true=k_true, sigma=sigma, generator=generator)
             return y[0, 0], torch.from_numpy(k_true)[None, None], {}
 
-    item = datasets.Item("a", x=np.zeros((8, 8, 3), np.float32), y=np.full((8, 8, 3), 0.5, np.float32), k=np.ones((3, 3)) / 9, sigma=0.01)
+    item = Item("a", x=np.zeros((8, 8, 3), np.float32), y=np.full((8, 8, 3), 0.5, np.float32), k=np.ones((3, 3)) / 9, sigma=0.01)
     monkeypatch.setattr(evaluate.MethodSpec, "method", property(lambda self: Peek() if self.name == "peek" else Named()))
     result, _ = evaluate.run_method(evaluate.MethodSpec("peek", "peek", {"steps": 2}), item, seed=1, key=2, device="cpu")
     assert seen == {"steps": 2}
@@ -120,11 +122,11 @@ def test_blurred_end_to_end_and_outputs(fake_bsd, tmp_path, no_hub):
     report = _run(fake_bsd, tmp_path / "R")
     out = tmp_path / "R"
     doc = json.loads((out / "metrics.json").read_text())
-    assert doc["images"] == list(datasets.BSD100_IDS[:3])
+    assert doc["images"] == list(ds_bsd100.BSD100_IDS[:3])
     assert doc["protocol"]["seed"] == 2023 and doc["protocol"]["generator"] == "borodenko"
     assert set(doc["versions"]) >= {"kdiff", "numpy", "torch", "scikit-image"}
     # PSNR of the blurred input recomputed independently from the protocol
-    items = [r.load() for r in datasets.load_bsd100(fake_bsd, limit=3, **SMALL)]
+    items = [r.load() for r in ds_bsd100.load_bsd100(fake_bsd, limit=3, **SMALL)]
     psnrs = [10 * np.log10(1 / np.mean((it.y.astype(np.float64) - it.x) ** 2)) for it in items]
     assert doc["mean"]["blurred"]["psnr"] == pytest.approx(np.mean(psnrs), abs=1e-3)
     assert doc["per_image"]["3096"]["blurred"]["mnc"] is None  # no kernel estimate
@@ -293,7 +295,7 @@ def test_weights_found_means_numbers_from_the_real_backbone_path(fake_bsd, tmp_p
     opts = {"data_dir": fake_bsd, **SMALL}
     report = evaluate.run("bsd100", opts, methods="blurred", metrics="lpips,fid", metric_weights=wdir, limit=3, out=tmp_path / "R", device="cpu", grid=0)
     assert seen == [metrics.LPIPS_ALEX_FILE, metrics.FID_INCEPTION_FILE]
-    items = [r.load() for r in datasets.load_bsd100(fake_bsd, limit=3, **SMALL)]
+    items = [r.load() for r in ds_bsd100.load_bsd100(fake_bsd, limit=3, **SMALL)]
     expected = np.mean([np.abs(2 * it.y.astype(np.float64) - 2 * it.x).mean() for it in items])
     assert report.mean["blurred"]["lpips"] == pytest.approx(expected, rel=1e-3)
     assert report.mean["blurred"]["fid"] is not None and report.mean["blurred"]["fid"] > 0

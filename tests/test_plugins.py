@@ -98,3 +98,23 @@ def test_every_hook_is_documented():
     for name in hooks:
         assert getattr(hookspecs, name).__doc__, name
         assert f"`{name}`" in doc, f"{name} missing from docs/plugins.md"
+
+
+def test_methods_return_a_method_result():
+    """A method's ``run`` returns a typed :class:`MethodResult` that still unpacks as ``x, k, info``."""
+    import numpy as np
+    import torch
+
+    from kdiff_cli.blind.result import MethodResult
+
+    y = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    blurred = plugins.get("method", "blurred").run(y)
+    assert isinstance(blurred, MethodResult) and isinstance(blurred, tuple)
+    x, k, info = blurred
+    assert x is y and k is None and info == {} and blurred.residual is None
+    k_true = np.zeros((5, 5))
+    k_true[2, 1:4] = 1 / 3
+    oracle = plugins.get("method", "oracle").run(y, k_true=k_true, sigma=0.01)
+    x, k, info = oracle
+    assert isinstance(oracle, MethodResult) and x.shape == y.shape and k.shape == (1, 1, 5, 5)
+    assert info == {"solver": "wiener"} and oracle.settings is None and oracle.estimate is None

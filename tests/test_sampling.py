@@ -5,7 +5,8 @@ import torch
 
 from kdiff_cli.maths import diffusion, ops
 from kdiff_cli import plugins
-from kdiff_cli.blind.estimator import BlindSettings, border_mass, parse_roi, select_window, settings_dict, upscale_kernel
+from kdiff_cli.blind.settings import BlindSettings, settings_dict
+from kdiff_cli.blind.window import border_mass, parse_roi, select_window, upscale_kernel
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths.guidance import ReblurGuidance, refine
 from kdiff_cli.maths.schedule import NoiseSchedule

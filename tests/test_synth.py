@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kdiff_cli import __version__
-from kdiff_cli.apps import synth
+from kdiff_cli import npz
+from kdiff_cli.apps import synth, synth_chunks
 from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
 
@@ -18,7 +19,7 @@ from kdiff_cli.errors import KdiffError
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 16 kernels so that small databases have several chunks (forked workers see it)."""
-    monkeypatch.setattr(synth, "CHUNK", 16)
+    monkeypatch.setattr(synth_chunks, "CHUNK", 16)
 
 
 def invoke(*args):
@@ -106,11 +107,11 @@ def test_parse_params():
 def test_stored_zip_matches_zipfile_byte_for_byte(tmp_path):
     """Our writer produces exactly what zipfile writes for the same entries (ZIP64 local headers)."""
     arrays = {"kernels": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "meta": np.array('{"a": 1}')}
-    synth.write_npz(tmp_path / "ours.npz", arrays)
+    npz.write_npz(tmp_path / "ours.npz", arrays)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for key, array in arrays.items():
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=synth.ZIP_DATE)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=npz.ZIP_DATE)
             info.external_attr = 0o644 << 16
             with zf.open(info, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, array, allow_pickle=False)
@@ -123,9 +124,9 @@ def test_stored_zip_matches_zipfile_byte_for_byte(tmp_path):
 
 def test_stored_zip_zip64_records_are_readable(tmp_path, monkeypatch):
     """Past the ZIP64 limit (lowered here) sizes and offsets move to ZIP64 fields and records."""
-    monkeypatch.setattr(synth.StoredZip, "_LIMIT", 100)
+    monkeypatch.setattr(npz.StoredZip, "_LIMIT", 100)
     arrays = {"a": np.arange(300, dtype=np.float64), "b": np.array("meta")}
-    synth.write_npz(tmp_path / "big.npz", arrays)
+    npz.write_npz(tmp_path / "big.npz", arrays)
     data = (tmp_path / "big.npz").read_bytes()
     assert b"PK\x06\x06" in data and b"PK\x06\x07" in data  # ZIP64 end record and locator
     with zipfile.ZipFile(tmp_path / "big.npz") as zf:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kdiff_cli.apps.analysis import toy
+from kdiff_cli.apps.analysis import toy, toy_experiments, toy_model, toy_plots
 from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
 
@@ -55,17 +55,17 @@ def test_deterministic_per_seed(result):
 def test_starts_do_not_change_y_or_directions(result):
     rng_noise, rng_dir, rng_starts = toy._streams(0)
     cfg = toy.ToyConfig(seed=0, starts=3)
-    assert np.array_equal(toy.observe(cfg, rng_noise), result.y)
-    t1, t2 = toy.random_directions(rng_dir)
+    assert np.array_equal(toy_model.observe(cfg, rng_noise), result.y)
+    t1, t2 = toy_experiments.random_directions(rng_dir)
     assert np.array_equal(t1, result.t1) and np.array_equal(t2, result.t2)
-    assert np.array_equal(toy.random_starts(rng_starts, M), result.starts)
+    assert np.array_equal(toy_experiments.random_starts(rng_starts, M), result.starts)
 
 
 def test_outputs(result, tmp_path):
     written = toy.write_outputs(result, tmp_path / "toy")
     names = sorted(p.name for p in written)
-    assert names == sorted(list(toy.FIGURES) + [toy.JSON_NAME])
-    for name in toy.FIGURES:
+    assert names == sorted(list(toy_plots.FIGURES) + [toy.JSON_NAME])
+    for name in toy_plots.FIGURES:
         assert (tmp_path / "toy" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((tmp_path / "toy" / toy.JSON_NAME).read_text())
     for key in ("config", "truth", "global_minimum", "surface", "map_k", "alternating", "log_p_sigma", "files"):
@@ -79,35 +79,35 @@ def test_outputs(result, tmp_path):
 
 
 def test_loss_gradient_matches_finite_differences():
-    y = toy.observe(toy.ToyConfig(), np.random.default_rng(3))
+    y = toy_model.observe(toy.ToyConfig(), np.random.default_rng(3))
     theta = np.array([[60.3, 12.2, 1.1], [64.0, 10.0, 0.3], [30.0, 5.0, 2.9]])
-    _, g = toy.loss_grad(theta, y)
+    _, g = toy_model.loss_grad(theta, y)
     h = 1e-6
     for j in range(3):
         e = np.zeros(3)
         e[j] = h
-        fd = (toy.loss(theta + e, y) - toy.loss(theta - e, y)) / (2 * h)
+        fd = (toy_model.loss(theta + e, y) - toy_model.loss(theta - e, y)) / (2 * h)
         np.testing.assert_allclose(g[:, j], fd, rtol=1e-5, atol=1e-7)
 
 
 def test_blurred_pulse_properties():
     # blur preserves the mass of a pulse away from the borders, and tends to the pixel coverage
-    m = toy.blurred_pulse(np.array([40.3, 10.5, 2.0]))
+    m = toy_model.blurred_pulse(np.array([40.3, 10.5, 2.0]))
     assert m.sum() == pytest.approx(10.5, abs=1e-9)
-    np.testing.assert_allclose(toy.blurred_pulse(np.array([40.3, 10.5, 1e-4])), toy.pulse(40.3, 10.5), atol=1e-9)
-    assert toy.pulse(40.3, 10.5)[40] == pytest.approx(0.7)
+    np.testing.assert_allclose(toy_model.blurred_pulse(np.array([40.3, 10.5, 1e-4])), toy_model.pulse(40.3, 10.5), atol=1e-9)
+    assert toy_model.pulse(40.3, 10.5)[40] == pytest.approx(0.7)
 
 
 def test_grid_losses_match_direct_evaluation():
-    y = toy.observe(toy.ToyConfig(), np.random.default_rng(4))
-    a, w = toy.image_grid()
-    L = toy._grid_losses(y, 1.3)
+    y = toy_model.observe(toy.ToyConfig(), np.random.default_rng(4))
+    a, w = toy_experiments.image_grid()
+    L = toy_experiments._grid_losses(y, 1.3)
     for i, j in [(0, 0), (256, 40), (100, 128), (384, 3)]:
-        assert L[i, j] == pytest.approx(float(toy.loss(np.array([a[i], w[j], 1.3]), y)), rel=1e-9, abs=1e-9)
+        assert L[i, j] == pytest.approx(float(toy_model.loss(np.array([a[i], w[j], 1.3]), y)), rel=1e-9, abs=1e-9)
 
 
 def test_directions_are_scaled_and_orthogonal():
-    t1, t2 = toy.random_directions(np.random.default_rng(5))
+    t1, t2 = toy_experiments.random_directions(np.random.default_rng(5))
     z = np.random.default_rng(5).standard_normal((2, 3))
     np.testing.assert_allclose(t1, z[0] * [64, 32, 1])  # eq. 21
     assert abs(t1 @ t2) < 1e-9 * (t1 @ t1)  # eq. 22
@@ -115,14 +115,14 @@ def test_directions_are_scaled_and_orthogonal():
 
 def test_hill_climb_crosses_plateaus():
     v = np.array([0.0, 1e-9, 0.0, 1.0, 2.0, 1.0, 1.0, 3.0, 0.0])
-    np.testing.assert_array_equal(toy.hill_climb(v, np.arange(9)), [4, 4, 4, 4, 4, 7, 7, 7, 7])
+    np.testing.assert_array_equal(toy_experiments.hill_climb(v, np.arange(9)), [4, 4, 4, 4, 4, 7, 7, 7, 7])
 
 
 def test_alternating_from_the_truth_stays():
     cfg = toy.ToyConfig()
-    y = toy.observe(cfg, np.random.default_rng(6))
-    end, _, _ = toy.alternating_minimization(y, np.array([[64.0, 10.0, 1.5]]))
-    assert toy.near(end, np.array([64.0, 10.0, 1.5])).all()
+    y = toy_model.observe(cfg, np.random.default_rng(6))
+    end, _, _ = toy_experiments.alternating_minimization(y, np.array([[64.0, 10.0, 1.5]]))
+    assert toy_experiments.near(end, np.array([64.0, 10.0, 1.5])).all()
 
 
 @pytest.mark.parametrize(

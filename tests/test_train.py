@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from kdiff_cli import config, weights
-from kdiff_cli.apps.train import data, tasks, loop as train
+from kdiff_cli.apps.train import data, log, runtime, state, task_base, tasks, loop as train
 from kdiff_cli.maths import ops
 from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
@@ -58,7 +58,7 @@ class ToyTask(tasks.Task):
         return ((model(batch["y"]) - batch["x"]).abs() * w).float().mean()
 
     def validate(self, model, batches, cfg, generator):
-        return {"psnr": float(torch.cat([tasks.psnr(model(b["y"]), b["x"]) for b in batches]).mean())}
+        return {"psnr": float(torch.cat([task_base.psnr(model(b["y"]), b["x"]) for b in batches]).mean())}
 
     def weights_metadata(self, cfg):
         return {"model": dict(cfg["model"])}
@@ -99,7 +99,7 @@ def _data_overrides(ds) -> list[str]:
 
 
 def _tensors(path: Path, key: str) -> dict[str, torch.Tensor]:
-    return train.load_checkpoint(path)[key]
+    return runtime.load_checkpoint(path)[key]
 
 
 def _assert_same_state(a, b):
@@ -125,11 +125,11 @@ def test_resume_is_exact(toy, dataset, tmp_path):
     ov = _data_overrides(dataset)
     full = train.run("toy", overrides=ov, out=tmp_path / "full")
     half = train.run("toy", overrides=ov, out=tmp_path / "half", stop_at=5)
-    assert half.step == 5 and train.load_checkpoint(tmp_path / "half")["step"] == 5
+    assert half.step == 5 and runtime.load_checkpoint(tmp_path / "half")["step"] == 5
     resumed = train.run("toy", resume=tmp_path / "half")
     assert resumed.step == full.step == 10
-    a = train.load_checkpoint(tmp_path / "full")
-    b = train.load_checkpoint(tmp_path / "half" / train.CKPT_LATEST)
+    a = runtime.load_checkpoint(tmp_path / "full")
+    b = runtime.load_checkpoint(tmp_path / "half" / runtime.CKPT_LATEST)
     for key in ("model", "ema", "optimizer", "scheduler", "rng"):
         _assert_same_state(a[key], b[key])
     wa, _ = weights.read(full.weights)
@@ -138,8 +138,8 @@ def test_resume_is_exact(toy, dataset, tmp_path):
     assert meta["task"] == "toy" and meta["steps"] == 10 and meta["model"] == {"width": 4}
     assert "psnr" in meta["validation"] and meta["machine"]["world_size"] == 1
     # the logs agree too (the interrupted session's rows up to step 5, then the resumed ones)
-    la = dict(zip(*train.CsvLog(tmp_path / "full" / train.LOG_NAME, 10).series("loss")))
-    lb = dict(zip(*train.CsvLog(tmp_path / "half" / train.LOG_NAME, 10).series("loss")))
+    la = dict(zip(*log.CsvLog(tmp_path / "full" / log.LOG_NAME, 10).series("loss")))
+    lb = dict(zip(*log.CsvLog(tmp_path / "half" / log.LOG_NAME, 10).series("loss")))
     assert list(la) == [2, 4, 6, 8, 10] and list(lb) == [2, 4, 5, 6, 8, 10]  # + the session end at 5
     assert all(la[s] == lb[s] for s in (2, 4, 8, 10))
     # the weights changed at all (a test of "equal" needs training to do something)
@@ -201,7 +201,7 @@ def test_checkpoint_atomic(toy, dataset, tmp_path, monkeypatch):
     names = sorted(p.name for p in run_dir.iterdir())
     assert names == ["ckpt-0000005.pt", "ckpt-0000010.pt", "ckpt-latest.pt", "config.toml", "ema.safetensors",
                      "log.csv", "loss.png"]
-    before = (run_dir / train.CKPT_LATEST).read_bytes()
+    before = (run_dir / runtime.CKPT_LATEST).read_bytes()
 
     def broken_save(obj, f, *a, **k):
         f.write(b"partial")
@@ -209,19 +209,19 @@ def test_checkpoint_atomic(toy, dataset, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
-        train.save_checkpoint(run_dir / train.CKPT_LATEST, {"x": 1})
-    assert (run_dir / train.CKPT_LATEST).read_bytes() == before
+        runtime.save_checkpoint(run_dir / runtime.CKPT_LATEST, {"x": 1})
+    assert (run_dir / runtime.CKPT_LATEST).read_bytes() == before
     assert sorted(p.name for p in run_dir.iterdir()) == names  # no temp file left
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(KdiffError, match="cannot read checkpoint"):
-        train.load_checkpoint(tmp_path / "junk.pt")
+        runtime.load_checkpoint(tmp_path / "junk.pt")
 
 
 def test_csv_and_png(toy, dataset, tmp_path):
     res = train.run("toy", overrides=_data_overrides(dataset), out=tmp_path / "run")
-    with open(res.run_dir / train.LOG_NAME, newline="") as f:
+    with open(res.run_dir / log.LOG_NAME, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == train.TRAIN_FIELDS + ["val_psnr"]
+    assert list(rows[0]) == log.TRAIN_FIELDS + ["val_psnr"]
     assert [int(r["step"]) for r in rows] == [0, 2, 4, 5, 6, 8, 10]
     val_rows = [r for r in rows if r["val_psnr"]]
     assert [int(r["step"]) for r in val_rows] == [0, 5, 10]
@@ -230,21 +230,21 @@ def test_csv_and_png(toy, dataset, tmp_path):
     assert all(float(r["loss"]) > 0 and float(r["it_per_s"]) > 0 for r in train_rows)
     lrs = [float(r["lr"]) for r in train_rows]
     assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-2 * 0.05)  # warmup 2, cosine to 5%
-    assert (res.run_dir / train.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (res.run_dir / log.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_lr_schedule():
-    f = [train.lr_factor(s, 10, 2, "cosine", 0.1) for s in range(10)]
+    f = [runtime.lr_factor(s, 10, 2, "cosine", 0.1) for s in range(10)]
     assert f[:3] == [0.5, 1.0, 1.0]
     assert f[6] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 0.5)))
     assert all(a >= b for a, b in zip(f[1:], f[2:]))
-    assert train.lr_factor(9, 10, 0, "linear", 0.0) == pytest.approx(0.1)
-    assert train.lr_factor(9, 10, 2, "constant", 0.0) == 1.0
+    assert runtime.lr_factor(9, 10, 0, "linear", 0.0) == pytest.approx(0.1)
+    assert runtime.lr_factor(9, 10, 2, "constant", 0.0) == 1.0
 
 
 def test_ema_update():
     m = torch.nn.Linear(2, 1)
-    ema = train.EMA(m, decay=0.9)
+    ema = runtime.EMA(m, decay=0.9)
     with torch.no_grad():
         w0 = m.weight.clone()
         m.weight.add_(1.0)
@@ -253,7 +253,7 @@ def test_ema_update():
     ema.update(m, 1000)  # decay 0.9
     assert torch.allclose(ema.module.weight, 0.9 * (0.1 * w0 + 0.9 * m.weight) + 0.1 * m.weight)
     with pytest.raises(KdiffError):
-        train.EMA(m, 1.0)
+        runtime.EMA(m, 1.0)
 
 
 def test_precision(toy, dataset, tmp_path):
@@ -265,7 +265,7 @@ def test_precision(toy, dataset, tmp_path):
     with pytest.raises(KdiffError, match="unknown train.precision"):
         train.run("toy", overrides=_data_overrides(dataset) + ["train.precision=fp8"], out=tmp_path / "fp8")
     with pytest.raises(KdiffError, match="device"):
-        train.pick_device("tpu")
+        runtime.pick_device("tpu")
 
 
 # --------------------------------------------------------------------------- config
@@ -494,7 +494,7 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
     # self-contained (imports only the engine, not this test module or the CLI)
     script.write_text(
         "import torch\n"
-        "from kdiff_cli.apps.train import tasks\n"
+        "from kdiff_cli.apps.train import task_base, tasks\n"
         "from kdiff_cli.apps.train import loop as train\n\n"
         + inspect.getsource(ToyNet) + "\n" + inspect.getsource(ToyTask) + "\n"
         "tasks.TASKS['toy'] = ToyTask\n"
@@ -506,11 +506,11 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
         capture_output=True, text=True, env=env, timeout=180,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
-    ckpt = train.load_checkpoint(out)
+    ckpt = runtime.load_checkpoint(out)
     assert ckpt["step"] == 3 and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert ckpt["rng"][0]["numpy"] != ckpt["rng"][1]["numpy"]  # per-rank data streams
-    assert [int(r["step"]) for r in csv.DictReader(open(out / train.LOG_NAME))] == [0, 2, 3]
-    assert (out / train.EMA_NAME).is_file()
+    assert [int(r["step"]) for r in csv.DictReader(open(out / log.LOG_NAME))] == [0, 2, 3]
+    assert (out / state.EMA_NAME).is_file()
 
 
 @pytest.mark.parametrize("name", ["dwdn", "unrolled"])
@@ -527,7 +527,7 @@ def test_shipped_solver_configs(name, monkeypatch):
     task = tasks.get(name)
     path = TESTS_DIR.parent / "configs" / f"{name}-cpu.toml"
     cfg = config.resolve(name, task.defaults, path)
-    train.check_train_config(cfg)
+    runtime.check_train_config(cfg)
     d = cfg["data"]
     assert d["train_dir"] == str((TESTS_DIR.parent.parent / "shared" / "data" / "train").resolve())
     assert d["generators"] == ["borodenko", "boracchi-foi"] and d["kernel_size"] == 64 and d["crop"] == 128

@@ -62,6 +62,11 @@ def gradient_autocorrelation(y: torch.Tensor, size: int) -> torch.Tensor:
     d = d * (_hann(h, d)[:, None] * _hann(w, d)[None, :])
     s = (ops.fast_fft_len(h + 2 * size), ops.fast_fft_len(w + 2 * size))
     acf = torch.fft.irfft2(torch.fft.rfft2(d, s=s).abs().square(), s=s)
+    return _cue_maps(acf, size)
+
+
+def _cue_maps(acf: torch.Tensor, size: int) -> torch.Tensor:
+    """Circular autocorrelations (B, c, N, M) -> the fine and coarse lag maps (B, 2c, size, size)."""
     fine = _lags(acf, size, 1)
     # [1 2 1]/4 smoothing (circular) before taking every second lag
     sm = (acf.roll(1, -1) + 2 * acf + acf.roll(-1, -1)) / 4
@@ -70,4 +75,16 @@ def gradient_autocorrelation(y: torch.Tensor, size: int) -> torch.Tensor:
     cue = torch.cat([fine, coarse], dim=1)
     cue = cue - cue.flatten(-2).median(dim=-1).values[..., None, None]
     return cue / cue.abs().amax(dim=(-2, -1), keepdim=True).clamp(min=1e-12)
+
+
+def kernel_autocorrelation(k: torch.Tensor, size: int) -> torch.Tensor:
+    """What :func:`gradient_autocorrelation` would measure for kernels ``k`` (B, 1, h, w) if the sharp
+    image's gradients were white: the kernel's own autocorrelation as the same maps, with the
+    horizontal and vertical channels equal (B, CUE_CHANNELS, size, size)."""
+    if k.dim() != 4 or k.shape[1] != 1:
+        raise KdiffError(f"expected kernels (B, 1, h, w), got shape {tuple(k.shape)}")
+    h, w = k.shape[-2:]
+    s = (ops.fast_fft_len(h + 2 * size), ops.fast_fft_len(w + 2 * size))
+    acf = torch.fft.irfft2(torch.fft.rfft2(k.float(), s=s).abs().square(), s=s)
+    return _cue_maps(acf.expand(-1, 2, -1, -1), size)
 

@@ -51,12 +51,14 @@ def reverse_diffusion(
     guidance: ReblurGuidance | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    k_start: torch.Tensor | None = None,
 ) -> SampleResult:
     """Run the reverse process over ``schedule.timesteps`` for a batch of blurred images ``y``.
 
     ``y`` (B, C, H, W) in [0, 1]: one kernel is sampled per image (repeat ``y`` for several samples
     of one image). All noise comes from ``generator`` on the CPU, so a seed gives the same kernels
-    on every device.
+    on every device. ``k_start`` (B, 1, S, S) kernels: start from them, noised to the schedule's
+    first timestep, instead of from pure noise (SDEdit; the ``lookup`` sampler).
     """
     S = model.kernel_size
     B = y.shape[0]
@@ -71,6 +73,9 @@ def reverse_diffusion(
     with torch.no_grad():
         features = model.encode_image(diffusion.image_to_condition(cond))
     k_t = randn()  # k_T ~ N(0, I)
+    if k_start is not None:  # SDEdit: start at the schedule's first t from a noised k_start
+        ab = schedule.alpha_bar_at(int(schedule.timesteps[0]), like=k_t)
+        k_t = ab.sqrt() * diffusion.to_diffusion(k_start.to(dev, dtype)) + (1 - ab).sqrt() * k_t
     pairs = schedule.pairs()
     trace: list[list[float]] = []
     residual = None

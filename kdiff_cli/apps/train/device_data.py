@@ -7,7 +7,7 @@ the training process) take longer than a step of a kernel-resolution network. Wi
 * the training images are kept on the device (portrait ones transposed, so they stack into one
   tensor: transposes and flips are augmentations anyway); crops are gathered by indexing;
 * ``data.bank`` kernels are drawn once, before training, from the ``data.generators`` mixture
-  (``data.bank_workers`` forked processes, :func:`kdiff_cli.apps.synth.synthesize`); each batch picks
+  (``data.bank_workers`` forked processes, :func:`kdiff_cli.apps.synth_chunks.synthesize`); each batch picks
   kernels from the bank and applies one of the 8 rotations/reflections to each, so the bank is
   seen in 8 x as many variants;
 * blur and noise are as in :class:`kdiff_cli.apps.train.data.BlurredCrops` (``ops.conv2d``, ``boundary``).
@@ -35,7 +35,7 @@ _MAX_BANK_BYTES = 8 * 2**30
 def kernel_bank(data: Mapping[str, Any], seed: int, workers: int = 1) -> np.ndarray:
     """``data.bank`` kernels (N, S, S) float32 from the generator mixture (or the kernels file)."""
     from kdiff_cli import plugins
-    from kdiff_cli.apps import synth
+    from kdiff_cli.apps import synth_chunks
 
     count, size = int(data["bank"]), int(data["kernel_size"])
     if count * size * size * 4 > _MAX_BANK_BYTES:
@@ -49,7 +49,7 @@ def kernel_bank(data: Mapping[str, Any], seed: int, workers: int = 1) -> np.ndar
     counts[0] += count - counts.sum()
     params = data.get("generator_params", {}) or {}
     parts = [
-        synth.synthesize(plugins.get("generator", n), int(c), size, seed + 7919 * i, workers,
+        synth_chunks.synthesize(plugins.get("generator", n), int(c), size, seed + 7919 * i, workers,
                          dict(params.get(n, {})), dtype=np.float32)
         for i, (n, c) in enumerate(zip(names, counts)) if c > 0
     ]

@@ -5,13 +5,15 @@ Loss (the paper's, L2): draw ``t ~ U{0..T-1}`` and ``epsilon ~ N(0, I)``, form
 ``epsilon`` from ``(k_t, 2y - 1, t)`` with the mean squared error.
 
 Validation (unguided, so it measures the prior p(k | y) alone): a short deterministic DDIM run
-(``validate.steps``, 25 by default) per validation crop, scored by the mean MNC against the true
+(``validate.steps``, 25 by default) per validation crop, through the reverse loop ``kdiff deblur``
+uses (:func:`kdiff_cli.maths.sampling.reverse_diffusion`), scored by the mean MNC against the true
 kernels; ``mnc_random`` is the mean MNC of random kernels from the same kernel source (the
 chance level), and ``eps_mse`` the denoising loss on the validation crops.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -19,8 +21,9 @@ import torch
 
 from kdiff_cli.maths import diffusion
 from kdiff_cli.errors import KdiffError
+from kdiff_cli.apps.train.task_base import Task, constructor_defaults
+from kdiff_cli.maths.sampling import reverse_diffusion
 from kdiff_cli.maths.schedule import NoiseSchedule
-from kdiff_cli.apps.train.tasks import Task, constructor_defaults
 from kdiff_cli.maths.unet import KernelUNet, build_unet
 
 #: U-Net arguments that come from the data section, not from [model]
@@ -41,19 +44,18 @@ def sample_unguided(
     generator: torch.Generator,
     eta: float = 0.0,
 ) -> torch.Tensor:
-    """Kernels (B, 1, S, S) sampled from p(k | y) by DDIM without guidance (for validation)."""
+    """Kernels (B, 1, S, S) sampled from p(k | y) by DDIM without guidance (for validation).
+
+    The reverse loop is :func:`kdiff_cli.maths.sampling.reverse_diffusion` with the DDIM step, as
+    the ``ddim`` sampler of ``kdiff deblur`` runs it (without its reblur guidance).
+    """
     schedule.set_timesteps(steps)
-    B, S, dev = y.shape[0], model.kernel_size, y.device
-    features = model.encode_image(diffusion.image_to_condition(y))
-    k_t = torch.randn((B, 1, S, S), generator=generator).to(dev)
-    for t, t_prev in schedule.pairs():
-        epsilon = model(k_t, None, torch.full((B,), t, device=dev), image_features=features)
-        noise = torch.randn((B, 1, S, S), generator=generator).to(dev) if eta > 0 else None
-        k_t = diffusion.ddim_step(
-            k_t, epsilon.float(), schedule.alpha_bar_at(t, like=k_t), schedule.alpha_bar_at(t_prev, like=k_t),
-            eta=eta, noise=noise,
-        ).k_prev
-    return diffusion.from_diffusion(k_t)
+    step = functools.partial(_ddim_step, eta=float(eta))
+    return reverse_diffusion(model, schedule, y, step, generator=generator).k
+
+
+def _ddim_step(k_t, epsilon, ab_t, ab_prev, noise, eta):
+    return diffusion.ddim_step(k_t, epsilon, ab_t, ab_prev, eta=eta, noise=noise)
 
 
 class KernelDiffTask(Task):

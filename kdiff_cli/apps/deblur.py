@@ -1,0 +1,294 @@
+"""``kdiff deblur``: one file loop, whatever gives the kernel.
+
+Where ``k`` comes from is a *kernel source*: :class:`KnownKernel` (``--kernel K``: the kernel is
+given, ``x = F(y, k)``) or :class:`EstimatedKernel` (a blind method plugin, ``--method``,
+Kernel-Diff by default). :func:`deblur_files` reads each input at its own bit depth, asks the
+source for ``x`` and ``k`` (a :class:`kdiff_cli.blind.result.MethodResult`) and writes
+``OUT/<stem>_deblurred.<ext>`` at the input's bit depth; an estimated kernel also gets
+``<stem>_kernel.npy`` / ``.png`` and an entry in ``report.json`` (docs/report-json.md).
+A bad input is reported and skipped, the others still run; every output is written atomically
+and inputs are never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from kdiff_cli import files, plugins
+from kdiff_cli.apps.deblur_report import report_entry, write_kernel, write_report
+from kdiff_cli.blind.final import deconvolve
+from kdiff_cli.blind.result import MethodResult
+from kdiff_cli.errors import KdiffError
+
+#: suffix of the output file names
+SUFFIX = "_deblurred"
+
+
+# --------------------------------------------------------------------------- inputs and outputs
+
+
+def load_kernel(path: str | os.PathLike) -> torch.Tensor:
+    """A kernel file as a (1, 1, h, w) float32 tensor, nonnegative, summing to 1.
+
+    ``.npy``: a 2-D float array (no pickles); any image format: a gray image (RGB is averaged).
+    An unreadable, non-2-D, all-zero or non-finite kernel raises :class:`KdiffError`.
+    """
+    from kdiff_cli.apps.datasets import read_kernel
+
+    path = Path(path)
+    if not path.is_file():
+        raise KdiffError(f"cannot read kernel {path}: no such file")
+    try:
+        k = read_kernel(path)
+    except KdiffError as e:  # image kernels fail inside the image reader: say "kernel"
+        msg = str(e)
+        if not msg.startswith("cannot read kernel"):
+            msg = f"cannot read kernel {path}: {msg.split(': ', 1)[-1]}"
+        raise KdiffError(msg) from None
+    if not np.isfinite(k).all():
+        raise KdiffError(f"cannot read kernel {path}: contains NaN or infinite values")
+    return torch.from_numpy(np.ascontiguousarray(k, dtype=np.float32))[None, None]
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files as given; items with glob characters (``*?[``) expand, sorted. No match is an error."""
+    import glob
+
+    paths: list[Path] = []
+    for item in items:
+        if any(ch in item for ch in "*?["):
+            found = sorted(glob.glob(os.path.expanduser(item)))
+            if not found:
+                raise KdiffError(f"no file matches {item!r}")
+            paths += [Path(f) for f in found]
+        else:
+            paths.append(Path(item))
+    if not paths:
+        raise KdiffError("no input images given")
+    return paths
+
+
+def output_path(path: Path, out_dir: Path) -> Path:
+    """``OUT/<stem>_deblurred.<ext>`` for input ``path``."""
+    return out_dir / f"{path.stem}{SUFFIX}{path.suffix}"
+
+
+def plan_outputs(paths: list[Path], out_dir: Path) -> dict[Path, Path]:
+    """Input -> output; two inputs writing one file, or an output that is an input, are errors."""
+    inputs = {p.resolve() for p in paths}
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        o = output_path(p, out_dir)
+        r = o.resolve()
+        if r in inputs:
+            raise KdiffError(f"output {o} would overwrite an input; choose another --out folder")
+        if r in seen:
+            raise KdiffError(f"inputs {seen[r]} and {p} would both write {o}; deblur them separately")
+        seen[r] = p
+    return {p: output_path(p, out_dir) for p in paths}
+
+
+# --------------------------------------------------------------------------- kernel sources
+
+
+@dataclass
+class KnownKernel:
+    """``--kernel K``: ``k`` is given; ``x = F(y, k)`` with a non-blind solver (tiled)."""
+
+    k: torch.Tensor  # (1, 1, h, w) nonnegative, sum 1
+    solver: torch.nn.Module  # F
+    sigma: float | None = None  # noise std passed to F (None: estimated from each image)
+    tile: int = 512  # tile side of the deconvolution
+    device: torch.device = torch.device("cpu")
+    estimates: ClassVar[bool] = False  # the kernel is an input: no kernel files, no report
+
+    @classmethod
+    def load(cls, kernel: str | os.PathLike, solver: str = "wiener", *, sigma: float | None = None,
+             solver_weights: str | os.PathLike | None = None, tile: int = 512, device: str = "auto") -> "KnownKernel":
+        """Check the options, read the kernel and load the solver (errors before any image is read)."""
+        from kdiff_cli.device import resolve_device
+        from kdiff_cli.solvers import load_solver
+
+        if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
+            raise KdiffError(f"--sigma must be a finite number >= 0, got {sigma}")
+        if tile < 16:
+            raise KdiffError(f"--tile must be at least 16 pixels, got {tile}")
+        k = load_kernel(kernel)
+        dev = resolve_device(device)
+        return cls(k, load_solver(solver, solver_weights, dev), sigma, tile, dev)
+
+    def prepare(self) -> None:
+        """Nothing left to check once loaded."""
+
+    def __call__(self, path: Path, y: torch.Tensor, callback: Callable | None = None) -> MethodResult:
+        H, W = y.shape[-2:]
+        h, w = self.k.shape[-2:]
+        if H < h or W < w:
+            raise KdiffError(f"image {path} ({W}x{H}) is smaller than the kernel ({w}x{h})")
+        k = self.k.to(device=y.device, dtype=y.dtype)
+        return MethodResult(deconvolve(self.solver, y, k, self.sigma, self.tile), k, {})
+
+
+class EstimatedKernel:
+    """A blind method plugin (``--method``) estimates ``k`` and deblurs: ``run(y, **options)``."""
+
+    estimates: ClassVar[bool] = True  # write the kernel files and the report entry
+
+    def __init__(self, method: str, options: dict[str, Any] | None = None, device: str = "auto"):
+        from kdiff_cli.device import resolve_device
+
+        self.method = method
+        self.runner = plugins.get("method", method)
+        self.device = resolve_device(device)
+        # the options ``run`` declares (all of them when it takes ``**options``)
+        self.options = _accepted(self.runner.run, {**(options or {}), "device": str(self.device)})
+        self.takes_callback = "callback" in _accepted(self.runner.run, {"callback": None})
+
+    def prepare(self) -> None:
+        """Bad options fail once, before any file is read."""
+        if hasattr(self.runner, "validate_options"):
+            self.runner.validate_options(**self.options)
+
+    def __call__(self, path: Path, y: torch.Tensor, callback: Callable | None = None) -> MethodResult:
+        options = {**self.options, "callback": callback} if self.takes_callback else dict(self.options)
+        result = MethodResult.of(self.runner.run(y, **options))
+        if result.k is None:
+            raise KdiffError(f"method {self.method} gives no kernel; kdiff deblur needs one")
+        return result
+
+
+def _accepted(run: Callable, options: dict) -> dict:
+    """The options that ``run`` declares (all of them when it takes ``**options``)."""
+    import inspect
+
+    params = inspect.signature(run).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
+# --------------------------------------------------------------------------- the file loop
+
+
+@dataclass
+class DeblurReport:
+    """What :func:`deblur_files` did."""
+
+    written: list[Path] = field(default_factory=list)  # output paths, in the order written
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, message)
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # input name -> report.json entry
+
+
+def deblur_files(
+    paths: list,
+    out_dir,
+    method: str = "kernel-diff",
+    options: dict | None = None,
+    device: str = "auto",
+    on_start: Callable | None = None,
+    on_progress: Callable | None = None,
+    on_done: Callable | None = None,
+    *,
+    kernel: str | os.PathLike | None = None,
+    quality: str = "default",
+) -> DeblurReport:
+    """Deblur every file: ``<stem>_deblurred.<ext>``, and for an estimated kernel ``<stem>_kernel.npy``/``.png`` and ``report.json``.
+
+    ``kernel``: a known kernel file (non-blind; ``options`` then give ``solver``,
+    ``solver_weights``, ``sigma`` and ``tile``); otherwise ``method`` estimates it, with the
+    ``options`` its ``run`` declares. ``quality`` is recorded in the report. ``on_start(path)``,
+    ``on_progress(stage, i, n, info)`` and ``on_done(path, error or None)`` report progress.
+    Problems with the kernel, method, solver, weights, device, options or output plan raise
+    :class:`KdiffError` before any image is read; a problem with one input is recorded and skipped.
+    """
+    if not paths:
+        raise KdiffError("no input images given")
+    options = dict(options or {})
+    if kernel is not None:
+        source: KnownKernel | EstimatedKernel = KnownKernel.load(
+            kernel, options.get("solver", "wiener"), sigma=options.get("sigma"),
+            solver_weights=options.get("solver_weights"), tile=options.get("tile", 512), device=device,
+        )
+    else:
+        source = EstimatedKernel(method, options, device)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise KdiffError(f"--out {out_dir} exists and is not a folder")
+    sources = [Path(p) for p in paths]
+    outputs = plan_outputs(sources, out_dir)
+    source.prepare()
+    report = DeblurReport()
+
+    def callback(*args):  # methods report (stage, i, n, info) or (step, info)
+        if on_progress is None:
+            return
+        if len(args) == 4:
+            on_progress(*args)
+        else:
+            step, info = args
+            on_progress("alternating", step + 1, info.get("total"), info)
+
+    for p in sources:
+        if on_start:
+            on_start(p)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", files.ImageWarning)  # alpha dropped: the output has none either
+                a, info = files.read_image(p)
+            y = files.to_tensor(a).to(source.device)
+            start = time.perf_counter()
+            result = source(p, y, callback)
+            seconds = time.perf_counter() - start
+            out = outputs[p]
+            if source.estimates:
+                k_npy, k_png, shape = write_kernel(result.k, out.with_name(f"{p.stem}_kernel"))
+            img = files.write_image(out, files.to_numpy(result.x.clamp(0, 1)), info.bit_depth)
+            if source.estimates:
+                report.written += [img, k_npy, k_png]
+                settings = result.settings if result.settings is not None else source.options
+                report.entries[p.name] = report_entry(result, p, img, k_npy, method, settings, shape, quality, seconds)
+                write_report(out_dir / "report.json", report.entries)
+            else:
+                report.written.append(img)
+            err = None
+        except KdiffError as e:
+            err = str(e)
+            report.failed.append((p, err))
+        if on_done:
+            on_done(p, err)
+    return report
+
+
+def deblur_nonblind(
+    paths: list[str | os.PathLike],
+    kernel_path: str | os.PathLike,
+    solver: str,
+    out_dir: str | os.PathLike,
+    *,
+    sigma: float | None = None,
+    weights: str | os.PathLike | None = None,
+    device: str = "auto",
+    tile: int = 512,
+    callback: Callable[[Path, Path | None, str | None], None] | None = None,
+) -> DeblurReport:
+    """:func:`deblur_files` with a known kernel; ``callback(input, output or None, error or None)`` after each file."""
+    def done(p: Path, err: str | None) -> None:
+        if callback is not None:
+            callback(p, None if err else output_path(p, Path(out_dir)), err)
+
+    options = {"solver": solver, "solver_weights": weights, "sigma": sigma, "tile": tile}
+    return deblur_files(paths, out_dir, options=options, device=device, on_done=done, kernel=kernel_path)
+
+
+__all__ = [
+    "SUFFIX", "load_kernel", "expand_inputs", "output_path", "plan_outputs", "KnownKernel", "EstimatedKernel",
+    "DeblurReport", "deblur_files", "deblur_nonblind",
+]

@@ -1,0 +1,43 @@
+"""The final step every ``kdiff deblur`` method ends with: ``x = F(y, k)`` on the whole image.
+
+:func:`deconvolve` runs the non-blind solver tile by tile (with overlap, so memory stays bounded
+on large photos); one kernel is shared by all colour channels. :func:`final_sigma` is the noise
+level an *estimated* kernel is deconvolved with (a known kernel uses the noise level itself).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdiff_cli.blind.settings import BlindSettings
+from kdiff_cli.maths.deconv import solve_tiled
+
+
+def final_sigma(sigma: torch.Tensor, agreement: float | None, settings: BlindSettings) -> torch.Tensor:
+    """Noise level the final ``x = F(y, k)`` regularises with: an estimated kernel is never exact.
+
+    With two independent estimates (the diffusion sample and the classical candidate), their
+    disagreement ``1 - MNC`` measures how uncertain the kernel is, and the kernel error enters as
+    extra noise: ``sigma_final^2 = sigma^2 + u (1 - agreement)`` (``u`` = ``kernel_uncertainty``).
+    Two estimates that agree get the noise's own regularisation, which a right kernel needs for
+    detail; two that disagree get more, which a wrong kernel needs against ringing. Without the
+    second estimate (``--no-classical``), or with ``kernel_uncertainty`` None (the previous release):
+    ``sigma`` clamped at ``final_sigma_floor``.
+    """
+    if agreement is None or settings.kernel_uncertainty is None:
+        return sigma.clamp(min=settings.final_sigma_floor)
+    return (sigma.square() + settings.kernel_uncertainty * (1.0 - float(agreement))).sqrt()
+
+
+def deconvolve(solver: torch.nn.Module, y: torch.Tensor, k: torch.Tensor, sigma=None, tile: int = 512) -> torch.Tensor:
+    """``x = F(y, k)`` for ``y`` (1, C, H, W), clipped to [0, 1].
+
+    ``sigma``: noise std (None: estimated from ``y``; a float or a (1,) tensor). Tiles of
+    ``tile`` pixels (at least twice the kernel plus one) overlap by the kernel size.
+    """
+    with torch.no_grad():
+        x = solve_tiled(solver, y, k, sigma, tile=max(tile, 2 * max(k.shape[-2:]) + 1))
+    return x.clamp(0, 1)
+
+
+__all__ = ["final_sigma", "deconvolve"]

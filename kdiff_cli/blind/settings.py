@@ -1,0 +1,134 @@
+"""Settings of the Kernel-Diff pipeline: :class:`BlindSettings`, the ``--quality`` presets, the report form.
+
+``kdiff deblur``'s flags and ``kdiff eval --method kernel-diff:KEY=VALUE`` both end here; the
+estimator (:mod:`kdiff_cli.blind.estimator`) and the final step (:mod:`kdiff_cli.blind.final`) read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from kdiff_cli import config, plugins
+from kdiff_cli.errors import KdiffError
+
+#: the shipped kernel-diff weights used when ``--weights`` is not given
+DEFAULT_WEIGHTS = "kernel-diff-autocorr"
+
+
+@dataclass
+class BlindSettings:
+    """Options of the Kernel-Diff pipeline (CLI flags of ``kdiff deblur``)."""
+
+    sampler: str = "ddim"  # sampler plugin: ddim, ddpm, unguided
+    steps: int | None = None  # reverse steps (None: the sampler's default)
+    samples: int = 1  # kernels sampled as one batch; the lowest residual wins (MAP_k)
+    refiner: str = "alternating"  # Stage II refiner plugin: alternating (measured default) or reblur (the paper's)
+    refine_steps: int | None = None  # J: Stage II steps (None: the refiner's default; 0: no Stage II)
+    classical: bool = True  # the MAP_k choice also weighs the classical alternating estimate of the window
+    solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
+    guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
+    route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
+    discrepancy: float | None = None  # tau: guide R towards tau N sigma^2 instead of down (None: the paper's R)
+    window: int = 256  # side of the kernel-estimation window
+    roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
+    downscale: str = "auto"  # "auto", "1" or "2": estimate on the image downscaled by this factor
+    sigma: float | None = None  # noise std of y (None: estimated)
+    final_sigma_floor: float = 0.03  # without a second candidate: the final x = F(y, k) regularises as if sigma >= this
+    kernel_uncertainty: float | None = 0.006  # u: with the classical candidate, sigma_final^2 = sigma^2 + u (1 - agreement); None: the floor
+    seed: int = 0
+    tile: int = 512  # tile side of the final deconvolution
+
+    #: numeric fields -> (a value of their type, whether None is allowed); ``kdiff eval --method
+    #: kernel-diff:KEY=VALUE`` hands over parsed values, coerced here as config overrides are
+    _NUMBERS = {"steps": (0, True), "samples": (0, False), "refine_steps": (0, True), "guidance_scale": (0.0, False),
+                "discrepancy": (0.0, True), "window": (0, False), "sigma": (0.0, True), "final_sigma_floor": (0.0, False),
+                "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, False)}
+
+    def __post_init__(self) -> None:
+        # `kdiff eval --method kernel-diff:downscale=2` parses the value as a number
+        if isinstance(self.downscale, int) and not isinstance(self.downscale, bool):
+            self.downscale = str(self.downscale)
+        for name, (kind, optional) in self._NUMBERS.items():
+            value = getattr(self, name)
+            if value is not None or not optional:
+                setattr(self, name, config.coerce(value, kind, f"--{name.replace('_', '-')}", "blind deblurring"))
+
+    def validate(self) -> None:
+        if self.samples < 1:
+            raise KdiffError(f"--samples must be >= 1, got {self.samples}")
+        if not isinstance(self.classical, bool):
+            raise KdiffError(f"classical must be true or false, got {self.classical!r}")
+        plugins.get("sampler", self.sampler)  # unknown names: one-line error listing the known ones
+        plugins.get("refiner", self.refiner)
+        if self.refine_steps is not None and self.refine_steps < 0:
+            raise KdiffError(f"--refine-steps must be >= 0, got {self.refine_steps}")
+        if self.route not in ("k0", "kt"):
+            raise KdiffError(f"--route must be k0 or kt, got {self.route!r}")
+        if self.downscale not in ("auto", "1", "2"):
+            raise KdiffError(f"--downscale must be auto, 1 or 2, got {self.downscale!r}")
+        if self.discrepancy is not None and not self.discrepancy > 0:
+            raise KdiffError(f"--discrepancy must be > 0, got {self.discrepancy}")
+        if not self.guidance_scale >= 0:
+            raise KdiffError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
+        if not self.final_sigma_floor >= 0:
+            raise KdiffError(f"--final-sigma-floor must be >= 0, got {self.final_sigma_floor}")
+        if self.kernel_uncertainty is not None and not self.kernel_uncertainty >= 0:
+            raise KdiffError(f"--kernel-uncertainty must be >= 0, got {self.kernel_uncertainty}")
+        if self.window < 32:
+            raise KdiffError(f"--window must be >= 32, got {self.window}")
+        if self.steps is not None and self.steps < 1:  # 0 used to fall back to the sampler's default silently
+            raise KdiffError(f"--steps must be >= 1, got {self.steps}")
+        if self.tile < 1:
+            raise KdiffError(f"--tile must be >= 1, got {self.tile} (tiles smaller than 2 x the kernel size + 1 are enlarged to that)")
+
+    def effective_steps(self) -> int:
+        """Reverse steps actually run: ``steps`` or the sampler's default."""
+        return self.steps if self.steps is not None else plugins.get("sampler", self.sampler).default_steps
+
+    def effective_refine_steps(self) -> int:
+        """Stage II steps actually run: ``refine_steps`` or the refiner's default (0: none)."""
+        if self.refine_steps is not None:
+            return self.refine_steps
+        return plugins.get("refiner", self.refiner).default_steps
+
+
+def settings_dict(settings: BlindSettings) -> dict:
+    """The settings for a report, with the step counts actually run in place of ``None`` defaults."""
+    d = asdict(settings)
+    d["roi"] = list(settings.roi) if settings.roi else None
+    d["steps"] = settings.effective_steps()
+    d["refine_steps"] = settings.effective_refine_steps()
+    return d
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A ``--quality`` preset: the sampling effort; an option given explicitly overrides its field."""
+
+    sampler: str  # sampler plugin
+    steps: int | None  # reverse steps (None: the sampler's default)
+    samples: int  # kernels sampled as one batch (MAP_k over them)
+    refine_steps: int | None  # Stage II steps (None: the refiner's default)
+
+
+#: ``--quality`` presets; ``default`` is exactly the defaults of :class:`BlindSettings`
+QUALITY: dict[str, Quality] = {
+    "fast": Quality(sampler="ddim", steps=10, samples=1, refine_steps=5),
+    "default": Quality(sampler="ddim", steps=None, samples=1, refine_steps=None),
+    "best": Quality(sampler="ddim", steps=50, samples=4, refine_steps=None),
+}
+
+
+def quality_options(quality: str, **given) -> dict:
+    """``sampler``, ``steps``, ``samples``, ``refine_steps`` of preset ``quality``; ``given`` values not None win.
+
+    >>> quality_options("fast", steps=30)
+    {'sampler': 'ddim', 'steps': 30, 'samples': 1, 'refine_steps': 5}
+    """
+    if quality not in QUALITY:
+        raise KdiffError(f"--quality must be one of {', '.join(QUALITY)}, got {quality!r}")
+    unknown = sorted(set(given) - set(Quality.__dataclass_fields__))
+    if unknown:
+        raise KdiffError(f"quality presets do not set {', '.join(unknown)}")
+    preset = asdict(QUALITY[quality])
+    return {name: preset[name] if given.get(name) is None else given[name] for name in preset}

@@ -1,0 +1,48 @@
+"""`lookup`: guided DDIM started from the bank kernels nearest to y's blur cue (SDEdit).
+
+The kernel bank (:mod:`kdiff_cli.maths.lookup`) holds kernels of the prior's training mixture with
+the gradient autocorrelation each would produce; the nearest ones to y's are noised to
+``t = strength * T`` and the reverse diffusion (with the reblur guidance, when given) runs from
+there. ``strength = 1`` is plain DDIM from noise; small strengths keep the bank kernel.
+"""
+
+from functools import partial
+
+from kdiff_cli.errors import KdiffError
+from kdiff_cli.hookspecs import hookimpl
+from kdiff_cli.maths import diffusion, lookup
+from kdiff_cli.maths.sampling import check_steps, reverse_diffusion
+
+
+class LookupSampler:
+    name = "lookup"
+    description = "guided DDIM from the nearest bank kernels to y's gradient autocorrelation, noised to strength * T"
+    default_steps = 25
+    default_strength = 0.5
+
+    @staticmethod
+    def sample(model, schedule, y, *, steps=25, guidance=None, generator=None, callback=None, eta=0.0,
+               strength=default_strength, bank=None):
+        """One kernel per image of ``y``; copies of one image start from successive candidates."""
+        strength = float(strength)
+        if not 0.0 < strength <= 1.0:
+            raise KdiffError(f"lookup strength must be in (0, 1], got {strength}")
+        steps = check_steps(steps, schedule)
+        t_start = round(strength * (schedule.T - 1))
+        # `steps` reverse steps evenly spread over t_start .. 0
+        full = min(schedule.T, max(steps, round(steps * (schedule.T - 1) / max(t_start, 1))))
+        ts = schedule.set_timesteps(full)
+        schedule.timesteps = ts[ts <= t_start][:steps] if t_start < schedule.T - 1 else ts
+        k_start = lookup.candidates(y, model.kernel_size, bank)
+        step = partial(_step, eta=float(eta))
+        return reverse_diffusion(model, schedule, y, step, guidance=guidance, generator=generator,
+                                 callback=callback, k_start=k_start)
+
+
+def _step(k_t, epsilon, ab_t, ab_prev, noise, eta):
+    return diffusion.ddim_step(k_t, epsilon, ab_t, ab_prev, eta=eta, noise=noise)
+
+
+@hookimpl
+def register_samplers(register):
+    register(LookupSampler)
