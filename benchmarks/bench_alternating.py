@@ -1,6 +1,6 @@
 """Benchmark of the analysis area: `kdiff toy` run time, and the `alternating` blind baseline.
 
-    python benchmarks/bench_alternating.py [--quick] [--data /work/shared/data/val] [--images 8]
+    python benchmarks/bench_alternating.py [--quick] [--data $KDIFF_DATA/val] [--images 8]
 
 Table 1 runs `kdiff toy` in a fresh process (default options, as a user would) and reports its wall
 time and headline numbers. Table 2 runs the `alternating` method on centre crops of 256 x 256
@@ -28,8 +28,11 @@ import torch
 os.environ.setdefault("COLUMNS", "150")
 
 from kdiff_cli import files, plugins, progress  # noqa: E402
-from kdiff_cli.maths import ops
+from kdiff_cli.items import IMAGE_EXTENSIONS  # noqa: E402
+from kdiff_cli.maths import ops  # noqa: E402
+from kdiff_cli.maths.metrics import psnr  # noqa: E402
 from kdiff_cli.solvers import load_solver  # noqa: E402
+from common import VAL_DIR  # noqa: E402
 
 CROP, KERNEL, NOISE, SEED = 256, 64, 0.01, 2024
 #: the first images of the val folder served to tune the defaults; the benchmark skips them
@@ -49,10 +52,6 @@ def bench_toy() -> list[tuple]:
     )]
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10((a.double() - b.double()).square().mean()))
-
-
 def gaussian(size: int, s: float) -> torch.Tensor:
     r = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-0.5 * r**2 / s**2)
@@ -60,15 +59,15 @@ def gaussian(size: int, s: float) -> torch.Tensor:
 
 
 def bench_alternating(data: Path, count: int) -> list[tuple]:
-    files = sorted(p for p in data.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[SKIP : SKIP + count]
-    if not files:
+    photos = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[SKIP : SKIP + count]
+    if not photos:
         raise SystemExit(f"no images in {data}")
     rng = np.random.default_rng(SEED)
     generator = plugins.get("generator", "borodenko")
     method = plugins.get("method", "alternating")
     wiener = load_solver("wiener")
     rows = []
-    for i, path in enumerate(files):
+    for i, path in enumerate(photos):
         img, _ = files.read_image(path)
         H, W = img.shape[:2]
         t, l = (H - CROP) // 2, (W - CROP) // 2
@@ -83,7 +82,7 @@ def bench_alternating(data: Path, count: int) -> list[tuple]:
             x_oracle = wiener(y, k_true).clamp(0, 1)
         guess = max(float(ops.mnc(gaussian(KERNEL, s), k_true.double())) for s in (1, 2, 3, 4, 6, 8))
         rows.append((path.name, f"{info['seconds_kernel']:.2f}", f"{seconds:.2f}", f"{float(ops.mnc(k, k_true)):.3f}",
-                     f"{guess:.3f}", f"{psnr(y, x):.2f}", f"{psnr(x_hat, x):.2f}", f"{psnr(x_oracle, x):.2f}"))
+                     f"{guess:.3f}", *(f"{psnr(files.to_numpy(a), files.to_numpy(x)):.2f}" for a in (y, x_hat, x_oracle))))
     cols = list(zip(*rows))
     rows.append(("mean",) + tuple(f"{np.mean([float(v) for v in c]):.{3 if j in (2, 3) else 2}f}"
                                   for j, c in enumerate(cols[1:])))
@@ -93,7 +92,7 @@ def bench_alternating(data: Path, count: int) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 images instead of --images")
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/val"))
+    parser.add_argument("--data", type=Path, default=VAL_DIR)
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
     torch.manual_seed(0)

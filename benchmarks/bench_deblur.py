@@ -3,8 +3,8 @@
     python benchmarks/bench_deblur.py [--limit 8] [--ddpm-limit 2] [--solver wiener] [--weights NAME|PATH]
                                       [--configs default,ddim100,...] [--json OUT]
 
-Items: the BSD100 protocol of ``kdiff eval`` applied to ../shared/data/val (seeded 256x256 RGB
-crops, 64x64 ``borodenko`` kernels from seed 2023 — held out from training seed 0 —, symmetric
+Items: the BSD100 protocol of ``kdiff eval`` applied to $KDIFF_DATA/val (seeded 256x256 RGB crops,
+64x64 ``borodenko`` kernels from seed 2023 — held out from training seed 0 —, symmetric
 boundary, sigma = 0.01). For each configuration: mean PSNR / SSIM of the image, mean MNC of the
 kernel with the truth, and seconds per image on this machine; beside the blurred input and the
 same solver given the true kernel (the oracle). ``ddpm`` with T = 1000 runs on the first
@@ -58,6 +58,13 @@ CONFIGS = {
     "alternating method (no diffusion)": {"method": "alternating"},
     "discrepancy1-c7": {"discrepancy": 1.0, "guidance_scale": 7.0, "classical": False},
     "discrepancy1-c10": {"discrepancy": 1.0, "guidance_scale": 10.0, "classical": False},
+    # Stage I started from the kernel bank's nearest kernels to y's cue (plugins/sampler_lookup.py)
+    "lookup + alternating + classical candidate": {"sampler": "lookup"},
+    "lookup 10 steps + alternating + classical candidate": {"sampler": "lookup", "steps": 10},
+    "lookup + reblur Stage II (paper pipeline, lookup start)": {"sampler": "lookup", "refiner": "reblur", "classical": False},
+    "lookup-noStageII": {"sampler": "lookup", "refine_steps": 0, "classical": False},
+    "lookup samples4 + alternating + classical candidate": {"sampler": "lookup", "samples": 4},
+    "lookup + alternating (no classical candidate)": {"sampler": "lookup", "classical": False},
 }
 
 

@@ -1,7 +1,7 @@
 """Noise level of the final deconvolution x = F(y, k) with an estimated kernel: fixed floors vs the
 candidates' disagreement (how `kernel_uncertainty` was chosen).
 
-    python benchmarks/bench_final_sigma.py [--data ../shared/data/train] [--limit 24]
+    python benchmarks/bench_final_sigma.py [--data $KDIFF_DATA/train] [--limit 24]
                                            [--uncertainty 0,0.002,...] [--floors 0.015,0.03,...]
 
 Each crop of the seeded protocol (as in bench_deblur.py, by default on the *training* photos, where
@@ -31,9 +31,7 @@ from kdiff_cli.maths import metrics
 from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings, estimate_kernel, final_sigma, load_kernel_model  # noqa: E402
 from kdiff_cli.maths.deconv import noise_level, solve_tiled  # noqa: E402
 from kdiff_cli.solvers import load_solver  # noqa: E402
-from common import VAL_DIR, load_items  # noqa: E402
-
-TRAIN_DIR = VAL_DIR.parent / "train"
+from common import TRAIN_DIR, load_items  # noqa: E402
 
 
 def floats(text: str) -> list[float]:

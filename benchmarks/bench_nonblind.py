@@ -1,9 +1,9 @@
 """Non-blind solver benchmark: quality with the true kernel, speed, robustness to kernel errors.
 
     python benchmarks/bench_nonblind.py [--quick] [--limit N] [--solvers wiener,dwdn,unrolled]
-                                        [--data /work/shared/data/val] [--no-baselines] [--json OUT]
+                                        [--data $KDIFF_DATA/val] [--no-baselines] [--json OUT]
 
-Items follow the BSD100 protocol of ``kdiff eval`` (:func:`kdiff_cli.apps.datasets.synthesize`, seed
+Items follow the BSD100 protocol of ``kdiff eval`` (:func:`kdiff_cli.maths.protocol.synthesize`, seed
 2023) on the validation photos: per image a seeded 256x256 crop, a seeded 64x64 ``borodenko``
 kernel, symmetric-boundary blur, Gaussian noise sigma = 0.01, stored at 16 bits. Table columns:
 
@@ -36,10 +36,10 @@ import torch
 
 os.environ.setdefault("COLUMNS", "150")  # the table is wide; rich reads this when not on a terminal
 
-from kdiff_cli.apps import datasets  # noqa: E402
 from kdiff_cli import files, plugins, progress
 from kdiff_cli.maths import metrics, ops
 from kdiff_cli.errors import KdiffError  # noqa: E402
+from kdiff_cli.items import Item  # noqa: E402
 from kdiff_cli.solvers import load_solver  # noqa: E402
 from common import PROTOCOL, VAL_DIR, load_items  # noqa: E402
 
@@ -81,7 +81,7 @@ def perturb_kernel(k: np.ndarray, rng: np.random.Generator, target: float = TARG
 # --------------------------------------------------------------------------- methods
 
 
-def score(x: np.ndarray, item: datasets.Item) -> tuple[float, float]:
+def score(x: np.ndarray, item: Item) -> tuple[float, float]:
     return metrics.psnr(x, item.x), metrics.ssim(x, item.x)
 
 

@@ -32,7 +32,7 @@ import torch
 os.environ.setdefault("COLUMNS", "150")
 
 from kdiff_cli import files, plugins, progress  # noqa: E402
-from kdiff_cli.maths import metrics
+from kdiff_cli.maths import cues, lookup, metrics  # noqa: E402
 from kdiff_cli.blind.estimator import load_kernel_model  # noqa: E402
 from kdiff_cli.maths.ops import conv2d, add_noise  # noqa: E402
 from common import VAL_DIR, load_items  # noqa: E402
@@ -64,19 +64,26 @@ def lai_kernels(folder: Path, canvas: int = 64, fit: int = 60) -> list[np.ndarra
     return out
 
 
-def unguided_mnc(model, schedule, ys: list[torch.Tensor], ks: list[np.ndarray], seed: int, batch: int = 10):
-    """Per item: (MNC, MNC of the better of k and k rotated 180 degrees), and seconds per sample."""
-    sampler = plugins.get("sampler", "unguided")
+def unguided_mnc(model, schedule, ys: list[torch.Tensor], ks: list[np.ndarray], seed: int, batch: int = 10,
+                 sampler: str = "unguided"):
+    """Per item: (MNC, MNC of the better of k and k rotated 180 degrees), and seconds per sample.
+
+    ``sampler``: ``unguided`` (DDIM from noise) or ``lookup`` (DDIM from the kernel bank's nearest
+    kernel, noised to the sampler's default strength), both without guidance."""
+    plugin = plugins.get("sampler", sampler)
     g = torch.Generator().manual_seed(seed)
     scores, t0 = [], time.perf_counter()
     for i in range(0, len(ys), batch):
         y = torch.cat(ys[i : i + batch])
         with torch.no_grad():
-            k_hat = sampler.sample(model, schedule, y, steps=25, generator=g).k
-        for kh, kt in zip(k_hat[:, 0].double().numpy(), ks[i : i + batch]):
-            a = metrics.mnc(kh, kt)
-            scores.append((a, max(a, metrics.mnc(kh[::-1, ::-1].copy(), kt))))
+            k_hat = plugin.sample(model, schedule, y, steps=25, guidance=None, generator=g).k
+        scores += [_both(kh, kt) for kh, kt in zip(k_hat[:, 0].double().numpy(), ks[i : i + batch])]
     return scores, (time.perf_counter() - t0) / max(len(ys), 1)
+
+
+def _both(kh: np.ndarray, kt: np.ndarray) -> tuple[float, float]:
+    a = metrics.mnc(kh, kt)
+    return a, max(a, metrics.mnc(kh[::-1, ::-1].copy(), kt))
 
 
 def main(argv=None) -> int:
@@ -110,15 +117,27 @@ def main(argv=None) -> int:
     lai_chance = statistics.fmean(metrics.mnc(random_k[i % len(random_k)], k) for i, k in enumerate(lai_ks)) if lai_ks else float("nan")
 
     rows, results = [["random borodenko kernels", len(items), f"{chance:.3f}", "-", f"{lai_chance:.3f}" if lai_ks else "-", "-"]], {}
+    bank = lookup.default_bank(64)  # built once, outside the timings
+
+    def nearest(images, kernels):
+        found = bank.search(cues.gradient_autocorrelation(torch.cat(images), 64)).k[:, 0]
+        return [_both(kk.double().numpy(), k) for kk, k in zip(found, kernels)]
+
+    s, s_lai = nearest(ys, ks), nearest(lai_ys, lai_ks) if lai_ks else []
+    rows.append(["the kernel bank's nearest kernel (no diffusion)", len(s), f"{statistics.fmean(a for a, _ in s):.3f}",
+                 f"{statistics.fmean(b for _, b in s):.3f}", f"{statistics.fmean(a for a, _ in s_lai):.3f}" if s_lai else "-", "-"])
+    results["bank"] = {"val": s, "lai": s_lai}
     for w in args.weights.split(","):
         model, schedule = load_kernel_model(w, torch.device("cpu"))
-        s, sec = unguided_mnc(model, schedule, ys, ks, args.seed)
-        s_lai, _ = unguided_mnc(model, schedule, lai_ys, lai_ks, args.seed) if lai_ks else ([], 0.0)
         cond = getattr(model, "condition", "image")
-        results[w] = {"val": s, "lai": s_lai, "seconds_per_sample": sec, "condition": cond}
-        rows.append([f"{w} ({cond}) unguided", len(s), f"{statistics.fmean(a for a, _ in s):.3f}",
-                     f"{statistics.fmean(b for _, b in s):.3f}",
-                     f"{statistics.fmean(a for a, _ in s_lai):.3f}" if s_lai else "-", f"{sec:.2f}"])
+        for sampler in ("unguided", "lookup") if cond == "autocorr" else ("unguided",):
+            s, sec = unguided_mnc(model, schedule, ys, ks, args.seed, sampler=sampler)
+            s_lai, _ = unguided_mnc(model, schedule, lai_ys, lai_ks, args.seed, sampler=sampler) if lai_ks else ([], 0.0)
+            results[f"{w}/{sampler}"] = {"val": s, "lai": s_lai, "seconds_per_sample": sec, "condition": cond}
+            label = "from noise" if sampler == "unguided" else "from the bank's nearest kernel (lookup)"
+            rows.append([f"{w} ({cond}) unguided, {label}", len(s), f"{statistics.fmean(a for a, _ in s):.3f}",
+                         f"{statistics.fmean(b for _, b in s):.3f}",
+                         f"{statistics.fmean(a for a, _ in s_lai):.3f}" if s_lai else "-", f"{sec:.2f}"])
     progress.print_table(
         f"Unguided kernel samples (DDIM 25, no Stage II) on {len(items)} val crops (borodenko 64x64, seed 2023, sigma 0.01)"
         f" and on {len(lai_ks)} crops blurred by the {len(lai)} recorded lai-uniform kernels",

@@ -7,7 +7,6 @@ bodies so that ``kdiff --help`` stays fast.
 from __future__ import annotations
 
 import functools
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional

@@ -30,7 +30,7 @@ def register_samplers(register):
 
 @hookspec
 def register_datasets(register):
-    """Register evaluation datasets: ``load(**options) -> list of items`` (see kdiff_cli.apps.datasets)."""
+    """Register evaluation datasets: ``load(**options) -> list[ItemRef]`` (see kdiff_cli.items)."""
 
 
 @hookspec

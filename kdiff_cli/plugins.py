@@ -2,15 +2,17 @@
 
 Components are collected once per process through the ``register`` callback of each hook and
 kept in per-kind registries. A name registered twice within a kind is an error naming both sources.
+:func:`keywords` and :func:`accepted` tell which keyword options a component's callable takes.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 
@@ -114,3 +116,16 @@ def get(kind: str, name: str) -> Any:
 
 def names(kind: str) -> list[str]:
     return registry().names(kind)
+
+
+def keywords(fn: Callable) -> tuple[set[str], bool]:
+    """The keyword names ``fn`` declares, and whether it also takes ``**kwargs``."""
+    params = inspect.signature(fn).parameters.values()
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def accepted(fn: Callable, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` that ``fn`` takes as keywords (all of them when it takes ``**kwargs``)."""
+    named, var = keywords(fn)
+    return dict(options) if var else {k: v for k, v in options.items() if k in named}

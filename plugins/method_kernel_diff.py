@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from kdiff_cli.blind.settings import UNGUIDED
 from kdiff_cli.hookspecs import hookimpl
 
 
@@ -52,8 +53,8 @@ class KernelDiff:
         from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings, settings_dict
 
         options.setdefault("sampler", cls.sampler)
-        if cls.sampler == "unguided":  # the ablation ignores any --sampler choice
-            options["sampler"] = "unguided"
+        if cls.sampler == UNGUIDED:  # the ablation ignores any --sampler choice
+            options["sampler"] = UNGUIDED
         settings = BlindSettings(**options)
         model, schedule, solver = _models(weights or DEFAULT_WEIGHTS, settings.solver, solver_weights, str(device))
         res = deblur_image(y.to(device), model, schedule, solver, settings, callback)

@@ -18,7 +18,7 @@ class LookupSampler:
     name = "lookup"
     description = "guided DDIM from the nearest bank kernels to y's gradient autocorrelation, noised to strength * T"
     default_steps = 25
-    default_strength = 0.5
+    default_strength = 0.3
 
     @staticmethod
     def sample(model, schedule, y, *, steps=25, guidance=None, generator=None, callback=None, eta=0.0,

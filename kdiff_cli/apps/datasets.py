@@ -1,9 +1,8 @@
 """Evaluation datasets at the application level: ``kdiff eval --export``.
 
 Each dataset is a plugin with its own loading code (``plugins/ds_bsd100.py``, ``ds_levin.py``,
-``ds_folder.py``); what an item is lives in :mod:`kdiff_cli.items`, the paper's synthetic-blur
-protocol in :mod:`kdiff_cli.maths.protocol`. Those names are re-exported here for the callers
-that used to find them in this module (``kdiff deblur --kernel``, figures, benchmarks).
+``ds_folder.py``); what an item is, and the readers they share, live in :mod:`kdiff_cli.items`,
+the paper's synthetic-blur protocol in :mod:`kdiff_cli.maths.protocol`.
 """
 
 from __future__ import annotations
@@ -13,13 +12,9 @@ import os
 from pathlib import Path
 
 from kdiff_cli import files
-from kdiff_cli.items import IMAGE_EXTENSIONS, KERNEL_EXTENSIONS, Item, ItemRef, cache_dir, natural_key, read_kernel
-from kdiff_cli.maths.protocol import BSD100_DEFAULTS, bsd100_protocol, protocol_items, protocol_rngs, synthesize
+from kdiff_cli.items import ItemRef
 
-__all__ = [
-    "BSD100_DEFAULTS", "IMAGE_EXTENSIONS", "KERNEL_EXTENSIONS", "Item", "ItemRef", "bsd100_protocol", "cache_dir",
-    "export", "natural_key", "protocol_items", "protocol_rngs", "read_kernel", "synthesize",
-]
+__all__ = ["export"]
 
 
 def export(refs: list[ItemRef], out: str | os.PathLike, protocol: dict) -> Path:

@@ -27,6 +27,7 @@ from kdiff_cli.apps.deblur_report import report_entry, write_kernel, write_repor
 from kdiff_cli.blind.final import deconvolve
 from kdiff_cli.blind.result import MethodResult
 from kdiff_cli.errors import KdiffError
+from kdiff_cli.items import read_kernel
 
 #: suffix of the output file names
 SUFFIX = "_deblurred"
@@ -41,8 +42,6 @@ def load_kernel(path: str | os.PathLike) -> torch.Tensor:
     ``.npy``: a 2-D float array (no pickles); any image format: a gray image (RGB is averaged).
     An unreadable, non-2-D, all-zero or non-finite kernel raises :class:`KdiffError`.
     """
-    from kdiff_cli.apps.datasets import read_kernel
-
     path = Path(path)
     if not path.is_file():
         raise KdiffError(f"cannot read kernel {path}: no such file")
@@ -149,8 +148,8 @@ class EstimatedKernel:
         self.runner = plugins.get("method", method)
         self.device = resolve_device(device)
         # the options ``run`` declares (all of them when it takes ``**options``)
-        self.options = _accepted(self.runner.run, {**(options or {}), "device": str(self.device)})
-        self.takes_callback = "callback" in _accepted(self.runner.run, {"callback": None})
+        self.options = plugins.accepted(self.runner.run, {**(options or {}), "device": str(self.device)})
+        self.takes_callback = "callback" in plugins.accepted(self.runner.run, {"callback": None})
 
     def prepare(self) -> None:
         """Bad options fail once, before any file is read."""
@@ -163,16 +162,6 @@ class EstimatedKernel:
         if result.k is None:
             raise KdiffError(f"method {self.method} gives no kernel; kdiff deblur needs one")
         return result
-
-
-def _accepted(run: Callable, options: dict) -> dict:
-    """The options that ``run`` declares (all of them when it takes ``**options``)."""
-    import inspect
-
-    params = inspect.signature(run).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(options)
-    return {k: v for k, v in options.items() if k in params}
 
 
 # --------------------------------------------------------------------------- the file loop

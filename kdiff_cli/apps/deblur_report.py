@@ -7,7 +7,6 @@ docs/report-json.md.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from kdiff_cli import files
 from kdiff_cli.blind.result import MethodResult
+from kdiff_cli.npz import npy_bytes
 
 
 @dataclass
@@ -93,15 +93,9 @@ def write_kernel(k: torch.Tensor, stem: Path) -> tuple[Path, Path, list[int]]:
     """``<stem>.npy`` (float32, renormalised to sum 1) and ``<stem>.png``; returns both paths and [h, w]."""
     kk = k.detach().float().cpu()[0, 0].numpy().astype(np.float32)
     kk = kk / kk.sum()
-    k_npy = files.atomic_write_bytes(stem.with_name(stem.name + ".npy"), _npy_bytes(kk))
+    k_npy = files.atomic_write_bytes(stem.with_name(stem.name + ".npy"), npy_bytes(kk))
     k_png = files.write_image(stem.with_name(stem.name + ".png"), kernel_preview(k), 8)
     return k_npy, k_png, list(kk.shape)
-
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
 
 
 __all__ = ["ReportEntry", "report_entry", "write_report", "write_kernel", "kernel_preview"]

@@ -114,16 +114,9 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)  # resolved generator parameters
 
     def meta(self) -> dict[str, Any]:
-        return {
-            "generator": self.name,
-            "params": self.params,
-            "seed": self.seed,
-            "count": self.count,
-            "size": self.size,
-            "dtype": self.dtype,
-            "chunk": synth_chunks.CHUNK,
-            "kdiff_version": __version__,
-        }
+        """The database's ``meta``: generator, the request fields that decide the kernels, chunking, version."""
+        fields = {name: getattr(self, name) for name in ("params", "seed", "count", "size", "dtype")}
+        return {"generator": self.name, **fields, "chunk": synth_chunks.CHUNK, "kdiff_version": __version__}
 
 
 def _check_output(path: Path, suffix: str, option: str) -> Path:

@@ -95,7 +95,7 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
     y_batch = win.expand(settings.samples, -1, -1, -1).contiguous()
     generator = torch.Generator().manual_seed(int(settings.seed))
     guidance = None
-    if settings.sampler != "unguided":
+    if settings.guided:
         guidance = ReblurGuidance(solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
                                   discrepancy=settings.discrepancy)
     steps = settings.effective_steps()
@@ -157,15 +157,10 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
 # --------------------------------------------------------------------------- full pipeline
 
 
-def deblur_image(
-    y: torch.Tensor,
-    model: torch.nn.Module,
-    schedule,
-    solver: torch.nn.Module,
-    settings: BlindSettings,
-    callback: Callable[[str, int, int, dict], None] | None = None,
-) -> BlindResult:
-    """Kernel-Diff on one image: estimate the kernel on a window, deconvolve the whole image."""
+def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torch.nn.Module, settings: BlindSettings,
+                 callback: Callable[[str, int, int, dict], None] | None = None) -> BlindResult:
+    """Kernel-Diff on one image: :func:`estimate_kernel` (same arguments) on a window, then the
+    final step on the whole image (:mod:`kdiff_cli.blind.final`)."""
     from kdiff_cli.maths.deconv import noise_level
 
     start = time.perf_counter()

@@ -13,6 +13,9 @@ from kdiff_cli.errors import KdiffError
 
 #: the shipped kernel-diff weights used when ``--weights`` is not given
 DEFAULT_WEIGHTS = "kernel-diff-autocorr"
+#: the sampler of the unguided ablation (paper Table 4; ``plugins/sampler_unguided.py``): it ignores
+#: the reblur guidance, so the estimator builds none. ``--method unguided`` forces it.
+UNGUIDED = "unguided"
 
 
 @dataclass
@@ -80,6 +83,11 @@ class BlindSettings:
             raise KdiffError(f"--steps must be >= 1, got {self.steps}")
         if self.tile < 1:
             raise KdiffError(f"--tile must be >= 1, got {self.tile} (tiles smaller than 2 x the kernel size + 1 are enlarged to that)")
+
+    @property
+    def guided(self) -> bool:
+        """Whether Stage I is steered by the reblur guidance (every sampler but :data:`UNGUIDED`)."""
+        return self.sampler != UNGUIDED
 
     def effective_steps(self) -> int:
         """Reverse steps actually run: ``steps`` or the sampler's default."""

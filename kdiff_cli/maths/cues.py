@@ -84,7 +84,8 @@ def kernel_autocorrelation(k: torch.Tensor, size: int) -> torch.Tensor:
     if k.dim() != 4 or k.shape[1] != 1:
         raise KdiffError(f"expected kernels (B, 1, h, w), got shape {tuple(k.shape)}")
     h, w = k.shape[-2:]
-    s = (ops.fast_fft_len(h + 2 * size), ops.fast_fft_len(w + 2 * size))
+    # the kernel's autocorrelation has support |lag| < h: a period of h + size holds lags up to size
+    s = (ops.fast_fft_len(h + size), ops.fast_fft_len(w + size))
     acf = torch.fft.irfft2(torch.fft.rfft2(k.float(), s=s).abs().square(), s=s)
-    return _cue_maps(acf.expand(-1, 2, -1, -1), size)
+    return _cue_maps(acf, size)[:, [0, 0, 1, 1]]
 

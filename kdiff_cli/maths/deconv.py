@@ -12,14 +12,14 @@ cropped back.
 Pieces (all batched, differentiable in ``y`` and ``k``, any device, float32 or float64):
 
 * :func:`noise_level` / :func:`estimate_noise` -- ``sigma`` as a (B,) tensor, estimated when absent
-  by the MAD of the finest diagonal Haar sub-band;
+  by the MAD of the finest diagonal Haar sub-band (defined in :mod:`kdiff_cli.maths.noise`);
 * :func:`canvas_pads`, :func:`pad_taper`, :func:`crop` -- the canvas;
 * :func:`psf2otf` -- the transfer function of a ``(B, 1, h, w)`` kernel (centre pixel
   ``(h // 2, w // 2)``) on an ``(Hp, Wp)`` canvas, as an ``rfft2`` half spectrum;
 * :func:`gradient_spectrum` -- ``|Dx|^2 + |Dy|^2`` of the finite-difference gradient;
 * :func:`wiener` -- the closed form ``X = conj(K) Y / (|K|^2 + lambda P)`` (Tikhonov / Wiener);
-* :func:`quadratic_step` -- the HQS data step ``X = (conj(K) Y + mu Z) / (|K|^2 + mu)``;
-* :func:`prox_canvas` -- the same data step with the gradient prior and unknown boundaries (CG);
+* :func:`prox_canvas` -- the HQS data step ``argmin_x ||M (k * x) - y||^2 + lam ||D x||^2 + mu ||x - z||^2``
+  with unknown boundaries (CG);
 * :func:`deconvolve` / :func:`deconvolve_canvas` -- the complete solve with unknown boundaries:
   the closed form on the tapered canvas refined by preconditioned conjugate gradients;
 * :func:`solve_tiled` -- run any solver over a large photo in overlapping, blended tiles;
@@ -35,68 +35,26 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
+from kdiff_cli.maths import ops
+from kdiff_cli.maths.noise import MAD_TO_STD, estimate_noise, noise_level, working_dtype  # noqa: F401 (this module's API too)
 
-#: 0.6745 = Phi^-1(3/4): the MAD of a standard normal variable
-MAD_TO_STD = 1.0 / 0.6745
 
-
-# --------------------------------------------------------------------------- checks and noise
+# --------------------------------------------------------------------------- checks
 
 
 def check_inputs(y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Validate ``y`` (B, C, H, W) and ``k`` (B or 1, 1, h, w); return ``k`` in ``y``'s dtype.
 
-    The image must be at least as large as the kernel in both dimensions.
+    :func:`kdiff_cli.maths.ops.check_pair`, and the image must be at least as large as the kernel
+    in both dimensions.
     """
-    if y.dim() != 4:
-        raise KdiffError(f"images must be (B, C, H, W), got shape {tuple(y.shape)}")
-    if k.dim() == 2:
-        k = k[None, None]
-    if k.dim() != 4 or k.shape[1] != 1:
-        raise KdiffError(f"kernels must be (B, 1, h, w), got shape {tuple(k.shape)}")
-    if k.shape[0] not in (1, y.shape[0]):
-        raise KdiffError(f"kernel batch {k.shape[0]} does not match image batch {y.shape[0]}")
+    k = ops.check_pair(y, k)
     if y.shape[-2] < k.shape[-2] or y.shape[-1] < k.shape[-1]:
         raise KdiffError(
             f"image {y.shape[-2]}x{y.shape[-1]} is smaller than the kernel {k.shape[-2]}x{k.shape[-1]}"
         )
-    return k.to(y.dtype)
-
-
-def working_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half precision (FFTs need it), else the dtype itself (float64 stays float64)."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def estimate_noise(y: torch.Tensor) -> torch.Tensor:
-    """Noise std per image, shape (B,): MAD of the finest diagonal Haar sub-band over all channels.
-
-    The orthonormal Haar HH coefficient ``(a - b - c + d) / 2`` of white noise of std ``sigma``
-    has std ``sigma``; blur removes almost all image content from this band.
-    """
-    H, W = y.shape[-2] // 2 * 2, y.shape[-1] // 2 * 2
-    if H == 0 or W == 0:
-        return y.new_zeros(y.shape[0])
-    v = y[..., :H, :W].detach().to(working_dtype(y.dtype))
-    hh = (v[..., 0::2, 0::2] - v[..., 0::2, 1::2] - v[..., 1::2, 0::2] + v[..., 1::2, 1::2]) / 2
-    return hh.flatten(1).abs().median(dim=1).values * MAD_TO_STD
-
-
-def noise_level(sigma, y: torch.Tensor) -> torch.Tensor:
-    """``sigma`` (None, a float, a 0-d or (B,) tensor) as a (B,) tensor on ``y``'s device."""
-    dtype = working_dtype(y.dtype)
-    if sigma is None:
-        return estimate_noise(y).to(dtype)
-    s = torch.as_tensor(sigma, dtype=dtype, device=y.device).reshape(-1)
-    if s.numel() == 1:
-        s = s.expand(y.shape[0])
-    if s.numel() != y.shape[0]:
-        raise KdiffError(f"sigma must be a number or have one value per image ({y.shape[0]}), got {s.numel()}")
-    if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
-        raise KdiffError("sigma must be finite and nonnegative")
-    return s
+    return k
 
 
 # --------------------------------------------------------------------------- channels
@@ -212,12 +170,6 @@ def wiener(Yf: torch.Tensor, Kf: torch.Tensor, lam: torch.Tensor, prior: torch.T
     """
     den = Kf.real.square() + Kf.imag.square() + _per_image(lam, Yf.dim()) * prior
     return Kf.conj() * Yf / den
-
-
-def quadratic_step(Yf: torch.Tensor, Kf: torch.Tensor, Zf: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """HQS data step ``argmin_x ||y - k*x||^2 + mu ||x - z||^2`` on the periodic canvas (spectra in/out)."""
-    mu = _per_image(mu, Yf.dim())
-    return (Kf.conj() * Yf + mu * Zf) / (Kf.real.square() + Kf.imag.square() + mu)
 
 
 def _rdot(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -358,13 +310,7 @@ def prox_canvas(canvas: Canvas, y: torch.Tensor, lam: torch.Tensor, mu: torch.Te
     return _pcg(normal_op, canvas.X, rhs - normal_op(canvas.X), den, iters)
 
 
-def deconvolve(
-    y: torch.Tensor,
-    k: torch.Tensor,
-    lam: torch.Tensor,
-    margin: float = 1.0,
-    iters: int = 12,
-) -> torch.Tensor:
+def deconvolve(y: torch.Tensor, k: torch.Tensor, lam: torch.Tensor, margin: float = 1.0, iters: int = 12) -> torch.Tensor:
     """:func:`deconvolve_canvas` cropped back to ``y``'s size: the Wiener solver's closed form."""
     return deconvolve_canvas(y, k, lam, margin, iters).image()
 

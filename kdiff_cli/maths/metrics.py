@@ -1,6 +1,7 @@
 """Image and kernel quality measures for ``kdiff eval`` (the paper's Tables 1 and 2).
 
 Plain functions on NumPy arrays; the metric plugins (``plugins/metric_*.py``) wrap them.
+:func:`psnr_batch` is PSNR on torch batches, for the validation figures of training.
 
 * images: ``(H, W, C)`` (or ``(H, W)``) float arrays in [0, 1]; the estimate is clipped to [0, 1];
 * kernels: ``(h, w)`` nonnegative arrays (any scale; sizes may differ).
@@ -17,7 +18,7 @@ Metric component protocol (kind ``metric``)::
     summary(values) -> dict[str, float]    # extra columns from the per-image values
 
 ``item`` metrics get ``compute(result, item)`` with the method's :class:`Result` and the dataset's
-:class:`~kdiff_cli.apps.datasets.Item` (e.g. Levin's error ratio, which re-deconvolves ``y``).
+:class:`~kdiff_cli.items.Item` (e.g. Levin's error ratio, which re-deconvolves ``y``).
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ def psnr(estimate: np.ndarray, reference: np.ndarray, data_range: float = 1.0) -
     if m == 0.0:
         return float("inf")
     return float(10.0 * np.log10(data_range**2 / m))
+
+
+def psnr_batch(x_hat: torch.Tensor, x: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
+    """Per-image PSNR in dB of ``x_hat`` (clamped to [0, peak]) against ``x``, in float32 on their
+    device: shape ``(B,)``. The MSE is floored at 1e-12 (120 dB at peak 1) instead of giving inf."""
+    mse_ = (x_hat.float().clamp(0, peak) - x.float()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(peak**2 / mse_.clamp(min=1e-12))
 
 
 def ssim(estimate: np.ndarray, reference: np.ndarray) -> float:

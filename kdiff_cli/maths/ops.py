@@ -71,7 +71,9 @@ def pad_adjoint(xp: torch.Tensor, pads: tuple[int, int, int, int], boundary: str
 # --------------------------------------------------------------------------- convolution
 
 
-def _check(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def check_pair(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Validate images ``x`` (B, C, H, W) and kernels ``k`` (B or 1, 1, h, w) or (h, w); return ``k``
+    as (B or 1, 1, h, w) in ``x``'s dtype."""
     if x.dim() != 4:
         raise KdiffError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
     if k.dim() == 2:
@@ -121,7 +123,7 @@ def conv2d(x: torch.Tensor, k: torch.Tensor, boundary: str = "symmetric", method
 
     ``method``: ``direct`` (grouped conv2d), ``fft`` or ``auto`` (FFT above ``FFT_THRESHOLD`` taps).
     """
-    k = _check(x, k)
+    k = check_pair(x, k)
     h, w = k.shape[-2:]
     H, W = x.shape[-2:]
     xp = pad(x, kernel_pads(h, w), boundary)
@@ -138,7 +140,7 @@ def conv2d(x: torch.Tensor, k: torch.Tensor, boundary: str = "symmetric", method
 
 def conv2d_adjoint(y: torch.Tensor, k: torch.Tensor, boundary: str = "symmetric") -> torch.Tensor:
     """The adjoint of ``x -> conv2d(x, k, boundary)``: ``<conv2d(x), y> == <x, conv2d_adjoint(y)>``."""
-    k = _check(y, k)
+    k = check_pair(y, k)
     h, w = k.shape[-2:]
     H, W = y.shape[-2:]
     pads = kernel_pads(h, w)

@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from kdiff_cli import files, plugins
 from kdiff_cli.errors import KdiffError
@@ -78,7 +77,7 @@ def plot_traces(traces: dict, path: Path) -> Path:
 
 def residual_figure(data: Path, out: Path, trials: int = 10, options: dict | None = None, callback=None) -> dict:
     """Run the trials, write ``residual.png`` and ``residual.json`` into ``out``; return the summary."""
-    from kdiff_cli.apps.datasets import protocol_items
+    from kdiff_cli.maths.protocol import protocol_items
 
     if trials < 1:
         raise KdiffError(f"--trials must be >= 1, got {trials}")

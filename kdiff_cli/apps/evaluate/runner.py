@@ -1,7 +1,9 @@
 """The ``kdiff eval`` loop: plan a dataset, run every method on every item, score, cache, report.
 
-For every item and method: ``x, k, info = method.run(y, **options)``; the estimate is stored
-(:mod:`.store`) and scored as stored (16-bit), so a cached and a fresh run give identical numbers.
+For every item and method: ``method.run(y, **options)`` returns ``x, k, info`` (read through
+:meth:`kdiff_cli.blind.result.MethodResult.of`, so a plain 3-tuple does too); the estimate is
+stored (:mod:`.store`) and scored as stored (16-bit), so a cached and a fresh run give identical
+numbers.
 A re-run with the same ``out`` skips every pair whose record has the same protocol and options,
 and scores cached estimates with any metric added since.
 """
@@ -21,8 +23,9 @@ import torch
 from kdiff_cli import files, plugins
 from kdiff_cli.apps.analysis.grid import write_grid
 from kdiff_cli.apps.evaluate.report import Report, write_reports
-from kdiff_cli.apps.evaluate.specs import MethodSpec, MetricSpec, default_methods, finite, parse_methods, resolve_metrics, score, signature
+from kdiff_cli.apps.evaluate.specs import MethodSpec, MetricSpec, default_methods, finite, parse_methods, resolve_metrics, score
 from kdiff_cli.apps.evaluate.store import Record, Store, plain
+from kdiff_cli.blind.result import MethodResult
 from kdiff_cli.device import resolve_device
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.items import Item, ItemRef
@@ -60,7 +63,7 @@ def _json_safe(info: dict) -> dict:
 def run_method(spec: MethodSpec, item: Item, *, seed: int, key: int, device: str) -> tuple[Result, float]:
     """Run one method on one item; returns its result (x stored-precision, k) and seconds taken."""
     method = spec.method
-    named, _ = signature(method.run)
+    named, _ = plugins.keywords(method.run)
     y = files.to_tensor(item.y).to(device)
     context = {
         "k_true": item.k,
@@ -76,7 +79,7 @@ def run_method(spec: MethodSpec, item: Item, *, seed: int, key: int, device: str
     seconds = time.perf_counter() - start
     if not (isinstance(out, tuple) and len(out) == 3):
         raise KdiffError(f"method {spec.name!r} must return (x, k, info)")
-    x, k, info = out
+    x, k, info = MethodResult.of(out)
     if isinstance(x, torch.Tensor):
         x = files.to_numpy(x) if x.dim() >= 3 else x.detach().to("cpu", torch.float32).numpy()
     x = np.asarray(x, dtype=np.float32)

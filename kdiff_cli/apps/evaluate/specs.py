@@ -5,12 +5,11 @@ Option values go through :mod:`kdiff_cli.params`, the project's one key=value pa
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kdiff_cli import plugins
 from kdiff_cli.errors import KdiffError
@@ -23,13 +22,6 @@ DEFAULT_METHODS = ("blurred", "oracle", "kernel-diff")
 
 
 # --------------------------------------------------------------------------- methods
-
-
-def signature(fn: Callable) -> tuple[set[str], bool]:
-    """Explicit keyword names of ``fn`` and whether it takes ``**kwargs``."""
-    params = inspect.signature(fn).parameters.values()
-    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 @dataclass
@@ -69,7 +61,7 @@ def parse_methods(text: str, method_opts: list[str] | None = None) -> list[Metho
     if len(set(labels)) != len(labels):
         raise KdiffError(f"method {next(l for l in labels if labels.count(l) > 1)!r} given twice")
     for spec in specs:
-        named, var = signature(spec.method.run)
+        named, var = plugins.keywords(spec.method.run)
         for key in spec.options:
             if key not in named and not var:
                 raise KdiffError(f"method {spec.name!r} takes no option {key!r}")
@@ -85,7 +77,7 @@ def parse_methods(text: str, method_opts: list[str] | None = None) -> list[Metho
             raise KdiffError(f"--method-opt {pair!r}: no method {scope!r} in --method")
         taken = 0
         for spec in targets:
-            named, var = signature(spec.method.run)
+            named, var = plugins.keywords(spec.method.run)
             if key in named or var:
                 spec.options.setdefault(key, opt[key])
                 taken += 1

@@ -7,7 +7,6 @@ record is reused when its protocol, method and options match the current run.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from kdiff_cli import files
 from kdiff_cli.apps.evaluate.specs import MethodSpec
 from kdiff_cli.maths.metrics import Result
+from kdiff_cli.npz import npy_bytes
 
 
 def plain(options: dict) -> dict:
@@ -85,7 +85,5 @@ class Store:
         rec_path, x_path, k_path = self.paths(spec, image_id)
         files.write_image(x_path, result.x, bit_depth=16)
         if result.k is not None:
-            buf = io.BytesIO()
-            np.save(buf, result.k.astype(np.float64), allow_pickle=False)
-            files.atomic_write_bytes(k_path, buf.getvalue())
+            files.atomic_write_bytes(k_path, npy_bytes(np.ascontiguousarray(result.k, dtype=np.float64)))
         files.atomic_write_bytes(rec_path, dumps(asdict(record)))

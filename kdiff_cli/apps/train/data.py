@@ -16,10 +16,9 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
-from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from kdiff_cli.items import IMAGE_EXTENSIONS
+from kdiff_cli.maths import ops
 
 
 # --------------------------------------------------------------------------- clean images
@@ -46,10 +45,10 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise KdiffError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise KdiffError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not found:
+        raise KdiffError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    return found
 
 
 def load_images(folder: str | os.PathLike) -> list[np.ndarray]:

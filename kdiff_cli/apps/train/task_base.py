@@ -1,6 +1,7 @@
 """The contract of a trainable task: what the training engine (:mod:`kdiff_cli.apps.train.loop`)
-trains, and how; with the pieces tasks share (:func:`psnr`, :func:`image_loss`,
-:func:`constructor_defaults`). Tasks are registered in :mod:`kdiff_cli.apps.train.tasks`.
+trains, and how; with the pieces tasks share (:func:`psnr`, which is
+:func:`kdiff_cli.maths.metrics.psnr_batch`; :func:`image_loss`; :func:`constructor_defaults`).
+Tasks are registered in :mod:`kdiff_cli.apps.train.tasks`.
 
 A task is an object with these attributes and methods (subclass :class:`Task`):
 
@@ -52,6 +53,7 @@ from typing import Any
 import torch
 
 from kdiff_cli.errors import KdiffError
+from kdiff_cli.maths.metrics import psnr_batch as psnr  # per-image PSNR of a batch (validation)
 
 
 class Task:
@@ -76,12 +78,6 @@ class Task:
 
 
 # --------------------------------------------------------------------------- shared pieces
-
-
-def psnr(x_hat: torch.Tensor, x: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
-    """Per-image PSNR in dB of ``x_hat`` (clamped to [0, peak]) against ``x``: shape ``(B,)``."""
-    mse = (x_hat.float().clamp(0, peak) - x.float()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(peak**2 / mse.clamp(min=1e-12))
 
 
 def image_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "l1", eps: float = 1e-3) -> torch.Tensor:

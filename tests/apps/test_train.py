@@ -16,16 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from kdiff_cli import config, weights
 from kdiff_cli.apps.train import data, log, runtime, state, task_base, tasks, loop as train
 from kdiff_cli.maths import ops
-from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
-
-TESTS_DIR = Path(__file__).resolve().parent
-
 
 class ToyNet(torch.nn.Module):
     def __init__(self, width: int):
@@ -148,17 +143,15 @@ def test_resume_is_exact(toy, dataset, tmp_path):
     assert not torch.equal(a["model"]["body.0.weight"], init["body.0.weight"])
 
 
-def test_resume_cli_more_steps(toy, dataset, tmp_path):
+def test_resume_cli_more_steps(cli, toy, dataset, tmp_path):
     """`kdiff train --steps 5`, then `--resume RUN --steps 10` == `--steps 10` (constant lr)."""
-    runner = CliRunner()
     common = ["train", "toy"] + [a for o in _data_overrides(dataset) for a in ("--set", o)]
     common += ["--set", "train.schedule=constant"]
-    r = runner.invoke(app, common + ["--steps", "10", "--out", str(tmp_path / "a")])
+    r = cli(*common, "--steps", "10", "--out", tmp_path / "a")
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, common + ["--steps", "5", "--out", str(tmp_path / "b")])
+    r = cli(*common, "--steps", "5", "--out", tmp_path / "b")
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["train", "toy", "--resume", str(tmp_path / "b"), "--steps", "10",
-                            "--export", str(tmp_path / "w" / "toy.safetensors")])
+    r = cli("train", "toy", "--resume", tmp_path / "b", "--steps", "10", "--export", tmp_path / "w" / "toy.safetensors")
     assert r.exit_code == 0, r.output
     assert "trained 10/10 steps" in r.output
     _assert_same_state(_tensors(tmp_path / "a", "model"), _tensors(tmp_path / "b", "model"))
@@ -167,7 +160,7 @@ def test_resume_cli_more_steps(toy, dataset, tmp_path):
     saved = config.read_toml(tmp_path / "b" / train.CONFIG_NAME)
     assert saved["train"]["steps"] == 10 and saved["meta"]["task"] == "toy"
     # a finished run with --export only writes its EMA weights (no training step)
-    r = runner.invoke(app, ["train", "toy", "--resume", str(tmp_path / "b"), "--export", str(tmp_path / "w" / "again.safetensors")])
+    r = cli("train", "toy", "--resume", tmp_path / "b", "--export", tmp_path / "w" / "again.safetensors")
     assert r.exit_code == 0 and "trained 10/10 steps" in r.output, r.output
     again, meta2 = weights.read(tmp_path / "w" / "again.safetensors")
     _assert_same_state(again, exported)
@@ -180,7 +173,7 @@ def test_resume_cli_more_steps(toy, dataset, tmp_path):
          "cannot be combined"),
         (["train", "toy", "--resume", str(tmp_path / "nothing")], "checkpoint not found"),
     ]:
-        r = runner.invoke(app, args)
+        r = cli(*args)
         assert r.exit_code == 2 and msg in r.output and r.output.count("\n") == 1, r.output
 
 
@@ -268,6 +261,14 @@ def test_precision(toy, dataset, tmp_path):
         runtime.pick_device("tpu")
 
 
+def test_budget_steps_fits_the_schedule_to_the_time_left(monkeypatch):
+    monkeypatch.setattr(train.time, "perf_counter", lambda: 100.0)
+    # 50 steps in 10 s -> 5 it/s; 60 s of a 160 s budget left -> 300 more steps
+    assert train.budget_steps(60, 10_000, 10.0, session_start=0.0, budget_s=160.0) == 360
+    assert train.budget_steps(60, 200, 10.0, session_start=0.0, budget_s=160.0) == 200  # never above train.steps
+    assert train.budget_steps(60, 10_000, 10.0, session_start=0.0, budget_s=50.0) == 60  # budget spent
+
+
 # --------------------------------------------------------------------------- config
 
 
@@ -329,13 +330,13 @@ def test_config_file(toy, tmp_path):
         config.resolve("toy", ToyTask.defaults, tmp_path / "missing.toml")
 
 
-def test_bad_config_cli(toy, tmp_path):
+def test_bad_config_cli(cli, toy, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nsteps = = 3\n")
-    r = CliRunner().invoke(app, ["train", "toy", "--config", str(bad), "--out", str(tmp_path / "run")])
+    r = cli("train", "toy", "--config", bad, "--out", tmp_path / "run")
     assert r.exit_code == 2
     assert r.output.startswith("error: cannot parse config file") and r.output.count("\n") == 1
-    r = CliRunner().invoke(app, ["train", "toy", "--set", "train.nope=1", "--out", str(tmp_path / "run")])
+    r = cli("train", "toy", "--set", "train.nope=1", "--out", tmp_path / "run")
     assert r.exit_code == 2 and "valid keys in [train]" in r.output
     assert not (tmp_path / "run").exists()
 
@@ -487,6 +488,7 @@ def test_solver_task(monkeypatch):
 # --------------------------------------------------------------------------- multi-process
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_cpu(dataset, tmp_path):
     """torchrun --nproc_per_node 2 on the CPU (gloo): 3 steps, one checkpoint holding both ranks' RNGs."""
     out = tmp_path / "ddp"
@@ -514,7 +516,7 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["dwdn", "unrolled"])
-def test_shipped_solver_configs(name, monkeypatch):
+def test_shipped_solver_configs(name, monkeypatch, repo_root):
     """configs/<name>-cpu.toml: valid against the task, one thread, the issue's data settings."""
 
     class AnySolver(torch.nn.Module):  # free-form [model]: the real solver's keys are not checked here
@@ -525,11 +527,11 @@ def test_shipped_solver_configs(name, monkeypatch):
 
     monkeypatch.setattr(plugins, "get", lambda kind, n: AnySolver)
     task = tasks.get(name)
-    path = TESTS_DIR.parent / "configs" / f"{name}-cpu.toml"
+    path = repo_root / "configs" / f"{name}-cpu.toml"
     cfg = config.resolve(name, task.defaults, path)
     runtime.check_train_config(cfg)
     d = cfg["data"]
-    assert d["train_dir"] == str((TESTS_DIR.parent.parent / "shared" / "data" / "train").resolve())
+    assert d["train_dir"] == str((repo_root.parent / "shared" / "data" / "train").resolve())
     assert d["generators"] == ["borodenko", "boracchi-foi"] and d["kernel_size"] == 64 and d["crop"] == 128
     assert (d["sigma_min"], d["sigma_max"]) == (0.0, 0.03) and cfg["train"]["threads"] == 1
 

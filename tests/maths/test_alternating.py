@@ -1,4 +1,5 @@
-"""The classical blind baseline ``alternating`` (MAP_{x,k} by alternating minimization)."""
+"""The classical blind baseline ``alternating`` (MAP_{x,k} by alternating minimization), kdiff_cli.maths.alternating
+(the ``alternating`` method plugin: plugins/test_methods.py)."""
 
 import numpy as np
 import pytest
@@ -6,66 +7,26 @@ import torch
 
 from kdiff_cli.maths import alternating as A
 from kdiff_cli.maths import deconv, ops
-from kdiff_cli import plugins
 from kdiff_cli.errors import KdiffError
 
-SIZE = 15  # kernel side of the synthetic problem
-
-
-def scene(rng: np.random.Generator, size: int = 96, shapes: int = 30) -> torch.Tensor:
-    """A piecewise-constant test image (rectangles and disks), (1, 1, size, size) float64."""
-    x = np.full((size, size), 0.5)
-    yy, xx = np.mgrid[:size, :size]
-    for _ in range(shapes):
-        v = rng.uniform(0, 1)
-        if rng.random() < 0.5:
-            r0, c0 = rng.integers(0, size, 2)
-            h, w = rng.integers(6, 30, 2)
-            x[r0 : r0 + h, c0 : c0 + w] = v
-        else:
-            r0, c0 = rng.uniform(0, size, 2)
-            x[(yy - r0) ** 2 + (xx - c0) ** 2 < rng.uniform(4, 14) ** 2] = v
-    return torch.from_numpy(x)[None, None]
-
-
-def motion_kernel() -> torch.Tensor:
-    """A 15x15 linear motion kernel: length 11 px at 30 degrees."""
-    gen = plugins.get("generator", "linear")
-    k = gen.sample(np.random.default_rng(0), 1, SIZE, length_min=11, length_max=11, angle=30.0)[0]
-    return torch.from_numpy(k)[None, None]
-
-
-def gaussian(size: int, s: float) -> torch.Tensor:
-    r = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-0.5 * r**2 / s**2)
-    return (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
+SIZE = 15  # kernel side of the synthetic problem (motion_problem, in conftest.py)
 
 
 @pytest.fixture(scope="module")
-def problem():
-    """(x, k_true, y): the synthetic scene blurred by the motion kernel plus noise 0.005."""
-    x = scene(np.random.default_rng(1))
-    k_true = motion_kernel()
-    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
-    y = ops.conv2d(x, k_true) + 0.005 * noise
-    return x, k_true, y.float()
-
-
-@pytest.fixture(scope="module")
-def estimate(problem):
-    _, _, y = problem
+def estimate(motion_problem):
+    _, _, y = motion_problem
     return A.estimate_kernel(y, A.AlternatingSettings(kernel_size=SIZE, iterations=5))
 
 
 # --------------------------------------------------------------------------- the estimate
 
 
-def test_kernel_beats_delta_and_gaussian_guesses(problem, estimate):
-    _, k_true, _ = problem
+def test_kernel_beats_delta_and_gaussian_guesses(gaussian_kernel, motion_problem, estimate):
+    _, k_true, _ = motion_problem
     delta = torch.zeros(1, 1, SIZE, SIZE, dtype=torch.float64)
     delta[..., SIZE // 2, SIZE // 2] = 1
     best_guess = max(
-        [float(ops.mnc(delta, k_true))] + [float(ops.mnc(gaussian(SIZE, s), k_true)) for s in (0.5, 1, 1.5, 2, 3, 4)]
+        [float(ops.mnc(delta, k_true))] + [float(ops.mnc(gaussian_kernel(SIZE, s), k_true)) for s in (0.5, 1, 1.5, 2, 3, 4)]
     )
     got = float(ops.mnc(estimate.k.double(), k_true))
     assert got > 0.75
@@ -93,8 +54,8 @@ def test_residual_trace_recorded(estimate):
     assert r[-1] < 0.03
 
 
-def test_deterministic(problem, estimate):
-    _, _, y = problem
+def test_deterministic(motion_problem, estimate):
+    _, _, y = motion_problem
     again = A.estimate_kernel(y, A.AlternatingSettings(kernel_size=SIZE, iterations=5))
     assert torch.equal(again.k, estimate.k)
     assert again.residual == estimate.residual
@@ -114,8 +75,8 @@ def test_random_init_uses_seed():
 # --------------------------------------------------------------------------- building blocks
 
 
-def test_k_step_recovers_kernel_from_true_image(problem):
-    x, k_true, _ = problem
+def test_k_step_recovers_kernel_from_true_image(motion_problem):
+    x, k_true, _ = motion_problem
     y = ops.conv2d(x, k_true)
     pads = deconv.canvas_pads(*x.shape[-2:], SIZE, SIZE)
     settings = A.AlternatingSettings(kernel_size=SIZE, gamma=1e-5)
@@ -123,16 +84,16 @@ def test_k_step_recovers_kernel_from_true_image(problem):
     assert float(ops.mnc(k, k_true)) > 0.95
 
 
-def test_window_k_step_fits_the_observed_pixels_only(problem):
+def test_window_k_step_fits_the_observed_pixels_only(gaussian_kernel, motion_problem):
     # a true kernel from the true image: the closed form also fits the canvas's tapered margin,
     # the window fit only the observed pixels, so it is more accurate (and reaches ~1)
-    x, k_true, _ = problem
+    x, k_true, _ = motion_problem
     y = ops.conv2d(x, k_true, "symmetric")
     pads = deconv.canvas_pads(*x.shape[-2:], SIZE, SIZE)
     x_can, y_can = deconv.pad_taper(x, pads), deconv.pad_taper(y, pads)
     settings = A.AlternatingSettings(kernel_size=SIZE, cg_iters=60, gamma_window=1e-6)
     k_fft = A.k_step(x_can, y_can, SIZE, settings)
-    k_win = A.k_step(x_can, y_can, SIZE, settings, window=pads, k0=gaussian(SIZE, 2.0))
+    k_win = A.k_step(x_can, y_can, SIZE, settings, window=pads, k0=gaussian_kernel(SIZE, 2.0))
     assert float(ops.mnc(k_win, k_true)) > 0.99
     assert float(ops.mnc(k_win, k_true)) > float(ops.mnc(k_fft, k_true))
     assert float(k_win.min()) >= 0 and float(k_win.sum()) == pytest.approx(1.0)
@@ -156,8 +117,8 @@ def test_window_operator_adjoint():
         assert torch.allclose(got, mask * want, atol=1e-10)
 
 
-def test_x_step_fits_data_with_true_kernel(problem):
-    x, k_true, y = problem
+def test_x_step_fits_data_with_true_kernel(motion_problem):
+    x, k_true, y = motion_problem
     y = y.double()
     pads = deconv.canvas_pads(*y.shape[-2:], SIZE, SIZE)
     y_can = deconv.pad_taper(y, pads)
@@ -226,67 +187,13 @@ def test_batch_rejected():
         A.estimate_kernel(torch.rand(2, 1, 32, 32), A.AlternatingSettings(kernel_size=5))
 
 
-# --------------------------------------------------------------------------- the registered method
-
-
-def test_method_registered_and_runs(problem):
-    x, k_true, y = problem
-    method = plugins.get("method", "alternating")
-    y_rgb = y.expand(1, 3, -1, -1).contiguous()
-    calls = []
-    x_hat, k, info = method.run(y_rgb, kernel_size=SIZE, iterations=3, callback=lambda step, i: calls.append((step, i)))
-    assert x_hat.shape == y_rgb.shape and float(x_hat.min()) >= 0 and float(x_hat.max()) <= 1
-    assert k.shape == (1, 1, SIZE, SIZE)
-    assert [s for s, _ in calls] == list(range(1, 4 * 3 + A.AlternatingSettings().polish + 1))
-    assert all(i["total"] == 12 + A.AlternatingSettings().polish for _, i in calls)
-    assert len(info["residual"]) == 12 + A.AlternatingSettings().polish and info["solver"] == "wiener"
-    assert info["reblur_residual"] > 0
-    assert float(ops.mnc(k.double(), k_true)) > 0.75
-
-
-def test_method_result_is_typed(problem):
-    """The method's typed fields: one reblur residual (a float, the report's ``residual``) and the
-    RMS residual of every round (a list, ``round_residuals``); ``info`` keeps the raw values."""
-    from kdiff_cli.blind.result import MethodResult
-
-    _, _, y = problem
-    res = plugins.get("method", "alternating").run(y, kernel_size=SIZE, iterations=2)
-    assert isinstance(res, MethodResult) and len(res) == 3
-    assert isinstance(res.residual, float) and res.residual == res.info["reblur_residual"]
-    assert res.residuals == [res.residual] and res.round_residuals == res.info["residual"]
-    assert res.settings == res.info["settings"] and res.estimate is None
-
-
-def test_method_unknown_solver(problem):
-    _, _, y = problem
-    with pytest.raises(KdiffError, match="unknown solver"):
-        plugins.get("method", "alternating").run(y, kernel_size=5, iterations=1, solver="nope")
-
-
-@pytest.mark.parametrize(
-    "option, value, match",
-    [("polish", "x", "polish must be an integer"), ("polish", 2.5, "polish must be an integer"),
-     ("threshold", "x", "threshold must be a number"), ("seed", True, "seed must be an integer")],
-)
-def test_method_options_are_checked(problem, option, value, match):
-    # `kdiff eval --method alternating:KEY=VALUE` hands over parsed values: a bad one is a one-line error
-    _, _, y = problem
-    with pytest.raises(KdiffError, match=match):
-        plugins.get("method", "alternating").run(y, kernel_size=5, iterations=1, **{option: value})
-
-
 # --------------------------------------------------------------------------- from an initial kernel (Stage II)
 
 
-def soft(k: torch.Tensor) -> torch.Tensor:
-    """The true kernel smeared by a Gaussian: a rough estimate with the right support (MNC ~0.78)."""
-    return ops.normalize_kernel(torch.nn.functional.conv2d(k, gaussian(5, 1.2), padding=2))
-
-
 @pytest.mark.parametrize("start, sizes", [(0.5, [11, 15]), (1.0, [15])])
-def test_refine_from_initial_kernel(problem, start, sizes):
-    _, k_true, y = problem
-    k0 = soft(k_true)
+def test_refine_from_initial_kernel(soft_kernel, motion_problem, start, sizes):
+    _, k_true, y = motion_problem
+    k0 = soft_kernel(k_true)
     est = A.estimate_kernel(y, A.AlternatingSettings(kernel_size=SIZE, iterations=5), k_init=k0, start=start)
     assert est.kernel_sizes == sizes  # only the levels of side >= start * SIZE run
     assert len(est.residual) == 5 * len(sizes) + A.AlternatingSettings().polish
@@ -294,8 +201,8 @@ def test_refine_from_initial_kernel(problem, start, sizes):
     assert before < 0.8 and after > before + 0.1
 
 
-def test_refine_from_initial_kernel_bad_input(problem):
-    _, k_true, y = problem
+def test_refine_from_initial_kernel_bad_input(motion_problem):
+    _, k_true, y = motion_problem
     settings = A.AlternatingSettings(kernel_size=SIZE)
     with pytest.raises(KdiffError, match="initial kernel"):
         A.estimate_kernel(y, settings, k_init=k_true[0])
@@ -303,8 +210,8 @@ def test_refine_from_initial_kernel_bad_input(problem):
         A.estimate_kernel(y, settings, k_init=k_true, start=1.5)
 
 
-def test_resample_kernel_projects():
-    k = torch.roll(gaussian(64, 5.0), (3, -2), (-2, -1)) * (1 + torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+def test_resample_kernel_projects(gaussian_kernel):
+    k = torch.roll(gaussian_kernel(64, 5.0), (3, -2), (-2, -1)) * (1 + torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     for size in (33, 64, 90):
         r = A.resample_kernel(k, size)
         assert r.shape == (1, 1, size, size) and float(r.min()) >= 0

@@ -4,10 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from kdiff_cli.apps.analysis import toy, toy_experiments, toy_model, toy_plots
-from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
 
 M = 20
@@ -45,6 +43,7 @@ def test_global_minimum_is_map_k_solution(result):
     assert result.alt_loss.min() >= g["loss"] - 1e-3
 
 
+@pytest.mark.slow
 def test_deterministic_per_seed(result):
     again = toy.run_toy(toy.ToyConfig(seed=0, starts=M))
     assert json.dumps(again.summary) == json.dumps(result.summary)
@@ -136,11 +135,11 @@ def test_bad_config(options, match):
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli(tmp_path):
-    runner = CliRunner()
-    res = runner.invoke(app, ["toy", "--out", str(tmp_path / "out"), "--starts", "8", "--seed", "2"])
+@pytest.mark.slow
+def test_cli(cli, tmp_path):
+    res = cli("toy", "--out", tmp_path / "out", "--starts", "8", "--seed", "2")
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "out" / "toy.json").read_text())
     assert data["config"]["seed"] == 2 and data["config"]["starts"] == 8
-    bad = runner.invoke(app, ["toy", "--out", str(tmp_path / "x"), "--noise", "-1"])
+    bad = cli("toy", "--out", tmp_path / "x", "--noise", "-1")
     assert bad.exit_code == 2 and "error:" in bad.output

@@ -7,38 +7,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from kdiff_cli.apps import evaluate
 from kdiff_cli.items import Item
 from kdiff_plugins import ds_bsd100
 from kdiff_cli import files, plugins
 from kdiff_cli.maths import ops
-from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
 
 SMALL = {"crop": 48, "kernel_size": 9}
 needs_wiener = pytest.mark.skipif("wiener" not in plugins.names("solver"), reason="the wiener solver is not registered yet")
-
-
-@pytest.fixture(scope="module")
-def fake_bsd(tmp_path_factory):
-    """Four BSD100 ids as 321x481 random-texture JPEGs (a stand-in with the real layout)."""
-    root = tmp_path_factory.mktemp("bsd")
-    rng = np.random.default_rng(0)
-    for i in ds_bsd100.BSD100_IDS[:4]:
-        a = cv2.resize(rng.random((41, 61, 3)), (481, 321), interpolation=cv2.INTER_CUBIC)
-        cv2.imwrite(str(root / f"{i}.jpg"), (np.clip(a, 0, 1) * 255).round().astype(np.uint8))
-    return root
-
-
-@pytest.fixture
-def no_hub(tmp_path):
-    """An empty torch hub cache, so LPIPS/FID weights are certainly absent."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield
-    torch.hub.set_dir(previous)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -118,7 +96,7 @@ def _run(fake_bsd, out, methods="blurred", limit=3, metrics=None, **options):
     return evaluate.run("bsd100", opts, methods=methods, metrics=metrics, limit=limit, out=out, device="cpu", grid=2)
 
 
-def test_blurred_end_to_end_and_outputs(fake_bsd, tmp_path, no_hub):
+def test_blurred_end_to_end_and_outputs(fake_bsd, tmp_path, empty_hub):
     report = _run(fake_bsd, tmp_path / "R")
     out = tmp_path / "R"
     doc = json.loads((out / "metrics.json").read_text())
@@ -144,7 +122,7 @@ def test_blurred_end_to_end_and_outputs(fake_bsd, tmp_path, no_hub):
     assert grid.shape == (22 + 2 * 256, 2 * 256, 3)
 
 
-def test_same_seed_identical_metrics_json_and_resume(fake_bsd, tmp_path, no_hub):
+def test_same_seed_identical_metrics_json_and_resume(fake_bsd, tmp_path, empty_hub):
     a = _run(fake_bsd, tmp_path / "A", metrics="psnr,ssim")
     b = _run(fake_bsd, tmp_path / "B", metrics="psnr,ssim")
     assert (tmp_path / "A" / "metrics.json").read_bytes() == (tmp_path / "B" / "metrics.json").read_bytes()
@@ -163,7 +141,7 @@ def test_same_seed_identical_metrics_json_and_resume(fake_bsd, tmp_path, no_hub)
     assert other.mean["blurred"]["psnr"] != a.mean["blurred"]["psnr"]
 
 
-def test_metric_added_on_rerun_is_scored_from_the_cache(fake_bsd, tmp_path, no_hub):
+def test_metric_added_on_rerun_is_scored_from_the_cache(fake_bsd, tmp_path, empty_hub):
     _run(fake_bsd, tmp_path / "R", metrics="psnr", limit=2)
     report = _run(fake_bsd, tmp_path / "R", metrics="psnr,ssim", limit=2)
     assert report.computed == 0 and report.mean["blurred"]["ssim"] is not None
@@ -172,7 +150,7 @@ def test_metric_added_on_rerun_is_scored_from_the_cache(fake_bsd, tmp_path, no_h
 
 
 @needs_wiener
-def test_oracle_beats_blurred_and_has_mnc_one(fake_bsd, tmp_path, no_hub):
+def test_oracle_beats_blurred_and_has_mnc_one(fake_bsd, tmp_path, empty_hub):
     report = _run(fake_bsd, tmp_path / "R", methods="blurred,oracle", metrics="psnr,ssim,mnc", limit=2, sigma=0.001)
     m = report.mean
     assert m["oracle"]["psnr"] > m["blurred"]["psnr"] + 1.0
@@ -183,7 +161,7 @@ def test_oracle_beats_blurred_and_has_mnc_one(fake_bsd, tmp_path, no_hub):
 
 
 @needs_wiener
-def test_levin_error_ratio_is_one_for_the_true_kernel(tmp_path, no_hub):
+def test_levin_error_ratio_is_one_for_the_true_kernel(tmp_path, empty_hub):
     rng = np.random.default_rng(3)
     (tmp_path / "gt").mkdir()
     k = np.zeros((9, 9))
@@ -204,13 +182,12 @@ def test_levin_error_ratio_is_one_for_the_true_kernel(tmp_path, no_hub):
 # --------------------------------------------------------------------------- the command
 
 
-def test_cli_eval_and_export(fake_bsd, tmp_path, no_hub):
-    runner = CliRunner()
-    args = ["eval", "bsd100", "--data-dir", str(fake_bsd), "--limit", "2", "--crop", "48", "--kernel-size", "9"]
-    res = runner.invoke(app, args + ["--method", "blurred", "--metric", "psnr,ssim", "--out", str(tmp_path / "R"), "--device", "cpu"])
+def test_cli_eval_and_export(cli, fake_bsd, tmp_path, empty_hub):
+    args = ["eval", "bsd100", "--data-dir", fake_bsd, "--limit", "2", "--crop", "48", "--kernel-size", "9"]
+    res = cli(*args, "--method", "blurred", "--metric", "psnr,ssim", "--out", tmp_path / "R", "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert "PSNR" in res.output and "blurred" in res.output and (tmp_path / "R" / "metrics.json").is_file()
-    res = runner.invoke(app, args + ["--export", str(tmp_path / "E")])
+    res = cli(*args, "--export", tmp_path / "E")
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "E" / "blurred").iterdir()) == ["3096.png", "8023.png"]
     assert (tmp_path / "E" / "kernels" / "3096.png").is_file() and (tmp_path / "E" / "protocol.json").is_file()
@@ -226,15 +203,13 @@ def test_cli_eval_and_export(fake_bsd, tmp_path, no_hub):
         (["--generator", "nope"], "unknown generator 'nope'"),
     ],
 )
-def test_cli_errors_are_one_line(fake_bsd, tmp_path, extra, message):
-    res = CliRunner().invoke(
-        app, ["eval", "bsd100", "--data-dir", str(fake_bsd), "--limit", "1", "--method", "blurred", "--out", str(tmp_path / "R"), *extra]
-    )
+def test_cli_errors_are_one_line(cli, fake_bsd, tmp_path, extra, message):
+    res = cli("eval", "bsd100", "--data-dir", fake_bsd, "--limit", "1", "--method", "blurred", "--out", tmp_path / "R", *extra)
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
 
 
-def test_cli_option_that_does_not_apply(tmp_path):
-    res = CliRunner().invoke(app, ["eval", "levin", "--data-dir", str(tmp_path), "--sigma", "0.1"])
+def test_cli_option_that_does_not_apply(cli, tmp_path):
+    res = cli("eval", "levin", "--data-dir", tmp_path, "--sigma", "0.1")
     assert res.exit_code == 2 and "--sigma does not apply to dataset 'levin'" in res.output
 
 
@@ -253,7 +228,7 @@ def _fake_module(monkeypatch, name, **attrs):
     return mod
 
 
-def test_weights_found_means_numbers_from_the_real_backbone_path(fake_bsd, tmp_path, no_hub, monkeypatch):
+def test_weights_found_means_numbers_from_the_real_backbone_path(fake_bsd, tmp_path, empty_hub, monkeypatch):
     """With the packages importable and the weight files present (in --metric-weights), LPIPS and
     FID are computed through the packages, which find the files where torch.hub looks for them.
     The packages are stand-ins here: they check the file is in the hub cache, as torchvision does."""

@@ -9,14 +9,14 @@ from kdiff_cli import plugins
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths.guidance import ReblurGuidance, refine
 
-from test_alternating import SIZE, motion_kernel, scene, soft
+SIZE = 15  # kernel side of linear_motion_kernel (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def batch():
+def batch(shapes_scene, linear_motion_kernel):
     """Two images blurred by the same motion kernel, a Wiener guidance over them, and the truth."""
-    x = torch.cat([scene(np.random.default_rng(s)) for s in (1, 2)])
-    k_true = motion_kernel()
+    x = torch.cat([shapes_scene(np.random.default_rng(s)) for s in (1, 2)])
+    k_true = linear_motion_kernel(SIZE)
     y = (ops.conv2d(x, k_true) + 0.005 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)).float()
     g = ReblurGuidance(plugins.get("solver", "wiener")(), y, 0.005)
     return g, k_true
@@ -30,18 +30,18 @@ def test_both_registered_with_defaults():
         plugins.get("refiner", "nope")
 
 
-def test_reblur_refiner_is_the_papers_stage_ii(batch):
+def test_reblur_refiner_is_the_papers_stage_ii(soft_kernel, batch):
     g, k_true = batch
-    k0 = soft(k_true).float().expand(2, -1, -1, -1)
+    k0 = soft_kernel(k_true).float().expand(2, -1, -1, -1)
     a = plugins.get("refiner", "reblur").refine(g, k0, steps=3)
     b = refine(g, k0, steps=3)
     assert torch.equal(a.k, b.k) and torch.equal(a.residual, b.residual)
     assert plugins.get("refiner", "reblur").total_steps(3, SIZE, 2) == 3
 
 
-def test_alternating_refiner_sharpens_each_sample(batch):
+def test_alternating_refiner_sharpens_each_sample(soft_kernel, batch):
     g, k_true = batch
-    k0 = soft(k_true).float().expand(2, -1, -1, -1).contiguous()
+    k0 = soft_kernel(k_true).float().expand(2, -1, -1, -1).contiguous()
     R = plugins.get("refiner", "alternating")
     calls = []
     out = R.refine(g, k0, steps=4, callback=lambda j, r: calls.append(j))
@@ -54,7 +54,7 @@ def test_alternating_refiner_sharpens_each_sample(batch):
         assert float(ops.mnc(out.k[b : b + 1].double(), k_true)) > float(ops.mnc(k0[:1].double(), k_true)) + 0.1
 
 
-def test_wiener_reblur_loss_is_blind_to_the_kernels_phase(batch):
+def test_wiener_reblur_loss_is_blind_to_the_kernels_phase(shapes_scene, batch):
     """Why ``alternating`` is the default Stage II: R(k) barely tells an asymmetric kernel from its
     180-degree rotation (same Fourier magnitude, a different kernel), far less than from the same
     kernel turned by 90 degrees."""
@@ -66,7 +66,7 @@ def test_wiener_reblur_loss_is_blind_to_the_kernels_phase(batch):
     flipped = torch.flip(k, (-2, -1))
     assert float(ops.mnc(flipped.double(), k.double())) < 0.8  # a genuinely different kernel
     # y blurred by k itself
-    x = torch.cat([scene(np.random.default_rng(s)) for s in (1, 2)]).float()
+    x = torch.cat([shapes_scene(np.random.default_rng(s)) for s in (1, 2)]).float()
     y = ops.conv2d(x, k) + 0.005 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
     g = ReblurGuidance(g.solver, y, 0.005)
     kb = k.expand(2, -1, -1, -1)

@@ -6,7 +6,6 @@ import io as stdio
 import tarfile
 import threading
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,30 +16,8 @@ from kdiff_cli.maths import ops, protocol
 from kdiff_plugins import ds_bsd100, ds_folder, ds_levin
 from kdiff_cli.errors import KdiffError
 
-IDS = ds_bsd100.BSD100_IDS[:6]
+IDS = ds_bsd100.BSD100_IDS[:6]  # the images of fake_bsd (conftest.py)
 SMALL = {"crop": 48, "kernel_size": 9, "generator": "borodenko"}
-
-
-def texture(rng, h=321, w=481):
-    """A smooth random-texture RGB image (what a natural photo looks like to a blur)."""
-    a = rng.random((h // 8 + 1, w // 8 + 1, 3))
-    return np.clip(cv2.resize(a, (w, h), interpolation=cv2.INTER_CUBIC), 0, 1)
-
-
-def jpeg_bytes(a):
-    ok, buf = cv2.imencode(".jpg", (a[..., ::-1] * 255).round().astype(np.uint8))
-    assert ok
-    return buf.tobytes()
-
-
-@pytest.fixture(scope="module")
-def fake_bsd(tmp_path_factory):
-    """Six BSD100 ids as 321x481 / 481x321 random-texture JPEGs in a flat folder."""
-    root = tmp_path_factory.mktemp("bsd")
-    rng = np.random.default_rng(0)
-    for n, i in enumerate(IDS):
-        (root / f"{i}.jpg").write_bytes(jpeg_bytes(texture(rng, *((321, 481) if n % 2 == 0 else (481, 321)))))
-    return root
 
 
 def test_ids_match_the_shared_list():
@@ -138,8 +115,8 @@ def make_archive(members: dict[str, bytes]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def tiny_jpeg():
-    return jpeg_bytes(texture(np.random.default_rng(1), 16, 24))
+def tiny_jpeg(smooth_texture, jpeg_bytes):
+    return jpeg_bytes(smooth_texture(np.random.default_rng(1), 16, 24))
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +256,7 @@ def test_data_dir_may_be_the_archive(cache, bsds_archive, tmp_path):
 # --------------------------------------------------------------------------- levin and folder
 
 
-def _levin(root, n_images=2, n_kernels=2):
+def _levin(root, smooth_texture, n_images=2, n_kernels=2):
     rng = np.random.default_rng(3)
     (root / "gt").mkdir(parents=True)
     kernels = {}
@@ -289,7 +266,7 @@ def _levin(root, n_images=2, n_kernels=2):
         kernels[j] = k / k.sum()
         files.write_image(root / "gt" / f"kernel{j}.png", k / k.max(), bit_depth=16)
     for i in range(1, n_images + 1):
-        x = texture(rng, 40, 40).mean(axis=2, keepdims=True)
+        x = smooth_texture(rng, 40, 40).mean(axis=2, keepdims=True)
         files.write_image(root / "gt" / f"im{i}.png", x)
         for j in range(1, n_kernels + 1):
             y = ops.conv2d(torch.from_numpy(x.transpose(2, 0, 1)[None]), torch.from_numpy(kernels[j])[None, None])
@@ -297,8 +274,8 @@ def _levin(root, n_images=2, n_kernels=2):
     return kernels
 
 
-def test_levin_layout(tmp_path):
-    kernels = _levin(tmp_path)
+def test_levin_layout(smooth_texture, tmp_path):
+    kernels = _levin(tmp_path, smooth_texture)
     refs = ds_levin.load_levin(tmp_path)
     assert [r.id for r in refs] == ["im1_kernel1", "im1_kernel2", "im2_kernel1", "im2_kernel2"]
     item = refs[1].load()
@@ -312,20 +289,20 @@ def test_levin_layout(tmp_path):
         ds_levin.load_levin(tmp_path / "gt")
 
 
-def test_folder_layout_and_errors(tmp_path):
+def test_folder_layout_and_errors(smooth_texture, tmp_path):
     rng = np.random.default_rng(4)
     for name in ("a", "b"):
-        files.write_image(tmp_path / "blurred" / f"{name}.png", texture(rng, 20, 24))
-        files.write_image(tmp_path / "sharp" / f"{name}.jpg", texture(rng, 20, 24))
+        files.write_image(tmp_path / "blurred" / f"{name}.png", smooth_texture(rng, 20, 24))
+        files.write_image(tmp_path / "sharp" / f"{name}.jpg", smooth_texture(rng, 20, 24))
     (tmp_path / "kernels").mkdir()
     np.save(tmp_path / "kernels" / "a.npy", np.ones((3, 3)))
     refs = ds_folder.load_folder(tmp_path)
     a, b = (r.load() for r in refs)
     assert a.k.shape == (3, 3) and a.k.sum() == pytest.approx(1.0) and b.k is None
-    files.write_image(tmp_path / "blurred" / "c.png", texture(rng, 20, 24))
+    files.write_image(tmp_path / "blurred" / "c.png", smooth_texture(rng, 20, 24))
     with pytest.raises(KdiffError, match="blurred/c.png has no partner"):
         ds_folder.load_folder(tmp_path)
-    files.write_image(tmp_path / "sharp" / "c.png", texture(rng, 10, 24))
+    files.write_image(tmp_path / "sharp" / "c.png", smooth_texture(rng, 10, 24))
     with pytest.raises(KdiffError, match="is 24x20 but"):
         ds_folder.load_folder(tmp_path)[2].load()
     with pytest.raises(KdiffError, match="has no blurred/ folder"):

@@ -1,4 +1,5 @@
-"""Noise schedule, diffusion core (q_sample, eq. 19, DDPM eq. 18, DDIM), kernel map, kernel-diff task."""
+"""Noise schedule, diffusion core (q_sample, eq. 19, DDPM eq. 18, DDIM), kernel map (the kernel-diff
+training task: apps/test_kernel_task.py)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,11 @@ import math
 import pytest
 import torch
 
-from kdiff_cli import config, weights
-from kdiff_cli.maths import diffusion, ops
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.apps.train.kernel_task import KernelDiffTask, sample_unguided, unet_config
+from kdiff_cli.maths import diffusion
 from kdiff_cli.maths.schedule import NoiseSchedule
-from kdiff_cli.maths.unet import KernelUNet, build_unet
 
 D = torch.float64
-
-
-def random_kernels(B: int, S: int, seed: int = 0, dtype=D) -> torch.Tensor:
-    """Sparse-ish nonnegative kernels summing to 1 (a few bright pixels over zeros)."""
-    g = torch.Generator().manual_seed(seed)
-    k = torch.rand(B, 1, S, S, generator=g, dtype=dtype) ** 8
-    k[..., 0, :] = 0  # some exact zeros (background)
-    return ops.normalize_kernel(k)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -91,7 +81,7 @@ def test_sample_timesteps_uniform_and_seeded():
 # --------------------------------------------------------------------------- kernel <-> diffusion range
 
 
-def test_map_round_trip_is_exact():
+def test_map_round_trip_is_exact(random_kernels):
     k = random_kernels(4, 16)
     k_d = diffusion.to_diffusion(k)
     assert torch.equal(k_d.amax(dim=(-2, -1)), torch.ones(4, 1, dtype=D))  # peak -> +1
@@ -131,7 +121,7 @@ def test_q_sample_statistics():
     torch.testing.assert_close(diffusion.q_sample(k0[:2], eps[:2], 0.0), eps[:2])
 
 
-def test_predict_k0_inverts_q_sample_exactly():
+def test_predict_k0_inverts_q_sample_exactly(random_kernels):
     s = NoiseSchedule()
     g = torch.Generator().manual_seed(1)
     k0 = diffusion.to_diffusion(random_kernels(4, 16))
@@ -150,7 +140,7 @@ def test_epsilon_loss_is_l2():
     assert diffusion.epsilon_loss(a.bfloat16(), a).dtype == torch.float32
 
 
-def test_training_loss_seeded_and_matches_its_definition():
+def test_training_loss_seeded_and_matches_its_definition(random_kernels):
     s = NoiseSchedule()
     k0 = diffusion.to_diffusion(random_kernels(3, 8, dtype=torch.float32))
     y = torch.zeros(3, 3, 16, 16)
@@ -172,16 +162,23 @@ def test_training_loss_seeded_and_matches_its_definition():
 # --------------------------------------------------------------------------- reverse steps
 
 
-def _noisy(t: int, seed: int = 0, B: int = 2, S: int = 8):
-    s = NoiseSchedule()
-    g = torch.Generator().manual_seed(seed)
-    k0 = diffusion.to_diffusion(random_kernels(B, S, seed))
-    eps = torch.randn(k0.shape, generator=g, dtype=D)
-    return s, k0, eps, diffusion.q_sample(k0, eps, s.alpha_bar[t])
+@pytest.fixture
+def noisy(random_kernels):
+    """Function ``noisy(t, seed=0, B=2, S=8) -> (schedule, k0, eps, k_t)``: random kernels in the
+    diffusion range and their forward-noised version at step t (float64)."""
+
+    def make(t: int, seed: int = 0, B: int = 2, S: int = 8):
+        s = NoiseSchedule()
+        g = torch.Generator().manual_seed(seed)
+        k0 = diffusion.to_diffusion(random_kernels(B, S, seed))
+        eps = torch.randn(k0.shape, generator=g, dtype=D)
+        return s, k0, eps, diffusion.q_sample(k0, eps, s.alpha_bar[t])
+
+    return make
 
 
-def test_ddpm_step_is_eq_18():
-    s, k0, eps, k_t = _noisy(600)
+def test_ddpm_step_is_eq_18(noisy):
+    s, k0, eps, k_t = noisy(600)
     z = torch.randn(k_t.shape, generator=torch.Generator().manual_seed(9), dtype=D)
     t = 600
     out = diffusion.ddpm_step(k_t, eps, s.alpha_bar[t], s.alpha_bar[t - 1], noise=z)
@@ -198,7 +195,7 @@ def test_ddpm_step_is_eq_18():
         diffusion.ddpm_step(k_t, eps, ab, s.alpha_bar[t - 1], noise=z, variance="large")
 
 
-def test_ddpm_chain_with_oracle_epsilon_reaches_k0():
+def test_ddpm_chain_with_oracle_epsilon_reaches_k0(random_kernels):
     """Ancestral sampling where the network is replaced by the true noise of k_t w.r.t. k0."""
     s = NoiseSchedule()
     k0 = diffusion.to_diffusion(random_kernels(2, 8, seed=3))
@@ -215,8 +212,8 @@ def test_ddpm_chain_with_oracle_epsilon_reaches_k0():
     torch.testing.assert_close(k_t, k0, atol=1e-9, rtol=0)  # last step: no noise, k0_hat = k0
 
 
-def test_ddim_eta0_deterministic_and_stays_on_the_oracle_path():
-    s, k0, eps, k_t = _noisy(800, seed=5)
+def test_ddim_eta0_deterministic_and_stays_on_the_oracle_path(noisy):
+    s, k0, eps, k_t = noisy(800, seed=5)
     a = diffusion.ddim_step(k_t, eps, s.alpha_bar[800], s.alpha_bar[400])
     b = diffusion.ddim_step(k_t, eps, s.alpha_bar[800], s.alpha_bar[400])
     assert torch.equal(a.k_prev, b.k_prev)
@@ -226,8 +223,8 @@ def test_ddim_eta0_deterministic_and_stays_on_the_oracle_path():
     torch.testing.assert_close(last.k_prev, k0, atol=1e-9, rtol=0)
 
 
-def test_ddim_eta1_is_the_ddpm_posterior():
-    s, k0, eps, k_t = _noisy(500, seed=6)
+def test_ddim_eta1_is_the_ddpm_posterior(noisy):
+    s, k0, eps, k_t = noisy(500, seed=6)
     g = torch.Generator().manual_seed(7)
     eps_net = eps + 0.3 * torch.randn(eps.shape, generator=g, dtype=D)  # an imperfect network
     z = torch.randn(k_t.shape, generator=g, dtype=D)
@@ -241,8 +238,8 @@ def test_ddim_eta1_is_the_ddpm_posterior():
         diffusion.ddim_step(k_t, eps, s.alpha_bar[500], s.alpha_bar[300], eta=-1)
 
 
-def test_clip_k0():
-    s, k0, eps, k_t = _noisy(900, seed=8)
+def test_clip_k0(noisy):
+    s, k0, eps, k_t = noisy(900, seed=8)
     wild = eps + 5.0  # epsilon that puts k0_hat far outside [-1, 1]
     assert diffusion.predict_k0(k_t, wild, s.alpha_bar[900]).abs().max() > 1
     for step in (diffusion.ddim_step, lambda *a, **kw: diffusion.ddpm_step(*a, noise=torch.zeros_like(k_t), **kw)):
@@ -251,120 +248,3 @@ def test_clip_k0():
     # unclipped values are untouched: same result as without clipping
     a = diffusion.ddim_step(k_t, eps, s.alpha_bar[900], s.alpha_bar[899], clip_k0=True).k_prev
     torch.testing.assert_close(a, diffusion.ddim_step(k_t, eps, s.alpha_bar[900], s.alpha_bar[899]).k_prev)
-
-
-# --------------------------------------------------------------------------- the kernel-diff task
-
-TINY_MODEL = {
-    "model_channels": 8,
-    "channel_mult": [1, 2],
-    "num_res_blocks": 1,
-    "image_model_channels": 4,
-    "image_channel_mult": [1, 2, 2],
-    "image_res_blocks": [0, 1, 1],
-    "attention_resolutions": [8],
-    "num_heads": 2,
-    "norm_groups": 4,
-}
-
-
-def tiny_cfg(**model) -> dict:
-    task = KernelDiffTask()
-    cfg = config.resolve(task.name, task.defaults, overrides=[
-        "data.crop=32", "data.kernel_size=16", "data.batch=4", "validate.steps=5", "validate.count=3",
-    ])
-    cfg["model"].update({**TINY_MODEL, **model})
-    return cfg
-
-
-def tiny_batch(B: int = 4, seed: int = 0, P: int = 32, S: int = 16) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(B, 3, P, P, generator=g)
-    k = random_kernels(B, S, seed, dtype=torch.float32)
-    sigma = torch.full((B,), 0.01)
-    return {"x": x, "k": k, "y": ops.add_noise(ops.conv2d(x, k), sigma, g), "sigma": sigma}
-
-
-def test_task_defaults_resolve_and_build():
-    task = KernelDiffTask()
-    cfg = config.resolve(task.name, task.defaults)
-    assert cfg["data"]["crop"] == 128 and cfg["data"]["kernel_size"] == 64 and cfg["data"]["batch"] == 16
-    assert cfg["diffusion"] == NoiseSchedule().to_dict()
-    model = task.build_model(cfg)
-    assert isinstance(model, KernelUNet) and model.kernel_size == 64
-    with pytest.raises(KdiffError, match="not a multiple of the image-encoder stride"):
-        task.build_model({**cfg, "data": {**cfg["data"], "crop": 100}})
-
-
-def test_task_loss_seeded_scalar_with_gradient():
-    task = KernelDiffTask()
-    torch.manual_seed(0)
-    model = task.build_model(tiny_cfg())
-    batch = tiny_batch()
-    a = task.loss(model, batch, torch.Generator().manual_seed(1))
-    b = task.loss(model, batch, torch.Generator().manual_seed(1))
-    assert a.shape == () and a.dtype == torch.float32 and a.item() == b.item()
-    assert a.item() == pytest.approx(1.0, abs=0.3)  # zero-initialised output: loss = E[eps^2]
-    a.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert task.loss(model, batch, torch.Generator().manual_seed(1)).dtype == torch.float32
-
-
-def test_task_validate_and_metadata(tmp_path):
-    task = KernelDiffTask()
-    cfg = tiny_cfg()
-    torch.manual_seed(0)
-    model = task.build_model(cfg).eval()
-    batches = [tiny_batch(2, seed=1), tiny_batch(2, seed=2)]
-    with torch.no_grad():
-        v = task.validate(model, batches, cfg, torch.Generator().manual_seed(3))
-        again = task.validate(model, batches, cfg, torch.Generator().manual_seed(3))
-    assert list(v) == ["mnc", "mnc_random", "eps_mse"] and v == again
-    assert 0 < v["mnc"] <= 1 and 0 < v["mnc_random"] <= 1
-    # the metadata rebuilds the model and the schedule (what `kdiff deblur` loads)
-    meta = json.loads(json.dumps(task.weights_metadata(cfg)))
-    path = weights.save(tmp_path / "kd.safetensors", model.state_dict(), {"task": "kernel-diff", **meta})
-    state, meta2 = weights.read(path)
-    rebuilt = build_unet(meta2["unet"])
-    rebuilt.load_state_dict(state)
-    assert NoiseSchedule.from_dict(meta2["schedule"]).to_dict() == task.schedule.to_dict()
-    assert meta2["unet"]["kernel_size"] == 16
-    assert {k: meta2["unet"][k] for k in unet_config(cfg)} == unet_config(cfg)
-
-
-def test_sample_unguided_returns_kernels():
-    torch.manual_seed(0)
-    model = build_unet(unet_config(tiny_cfg())).eval()
-    y = tiny_batch(2)["y"]
-    with torch.no_grad():
-        k = sample_unguided(model, NoiseSchedule(), y, 4, torch.Generator().manual_seed(0))
-        k2 = sample_unguided(model, NoiseSchedule(), y, 4, torch.Generator().manual_seed(0))
-    assert k.shape == (2, 1, 16, 16) and torch.equal(k, k2)
-    assert bool((k >= 0).all())
-    torch.testing.assert_close(k.sum(dim=(-2, -1)), torch.ones(2, 1))
-
-
-def test_tiny_unet_overfits_one_kernel():
-    """~100 Adam steps on one (y, k) pair: the denoising loss at fixed (t, epsilon) drops a lot."""
-    task = KernelDiffTask()
-    torch.manual_seed(0)
-    cfg = tiny_cfg()
-    model = task.build_model(cfg)
-    batch = tiny_batch(8, seed=4)
-    batch["k"] = batch["k"][:1].expand(8, -1, -1, -1).contiguous()  # one kernel, eight crops
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-
-    def held_out() -> float:
-        with torch.no_grad():
-            return task.loss(model, batch, torch.Generator().manual_seed(123)).item()
-
-    before = held_out()
-    for _ in range(100):
-        loss = task.loss(model, batch, gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = held_out()
-    assert after < 0.25 * before, (before, after)

@@ -1,18 +1,14 @@
-"""Kernel database synthesis: chunk seeding, worker independence, the .npz writer, `kdiff synth-kernels`."""
+"""Kernel database synthesis: chunk seeding, worker independence, the preview, `kdiff synth-kernels`
+(the .npz writer itself: foundation/test_npz.py)."""
 
-import io
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from kdiff_cli import __version__
-from kdiff_cli import npz
 from kdiff_cli.apps import synth, synth_chunks
-from kdiff_cli.cli import app
 from kdiff_cli.errors import KdiffError
 
 
@@ -20,10 +16,6 @@ from kdiff_cli.errors import KdiffError
 def small_chunks(monkeypatch):
     """Chunks of 16 kernels so that small databases have several chunks (forked workers see it)."""
     monkeypatch.setattr(synth_chunks, "CHUNK", 16)
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, ["synth-kernels", *map(str, args)])
 
 
 # --------------------------------------------------------------------------- synthesize
@@ -101,41 +93,6 @@ def test_parse_params():
             synth.parse_params(g, bad)
 
 
-# --------------------------------------------------------------------------- the .npz writer
-
-
-def test_stored_zip_matches_zipfile_byte_for_byte(tmp_path):
-    """Our writer produces exactly what zipfile writes for the same entries (ZIP64 local headers)."""
-    arrays = {"kernels": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "meta": np.array('{"a": 1}')}
-    npz.write_npz(tmp_path / "ours.npz", arrays)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key, array in arrays.items():
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=npz.ZIP_DATE)
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, array, allow_pickle=False)
-    assert (tmp_path / "ours.npz").read_bytes() == buf.getvalue()
-    with np.load(tmp_path / "ours.npz", allow_pickle=False) as f:
-        np.testing.assert_array_equal(f["kernels"], arrays["kernels"])
-        assert f["meta"].item() == '{"a": 1}'
-    assert [p.name for p in tmp_path.iterdir()] == ["ours.npz"]
-
-
-def test_stored_zip_zip64_records_are_readable(tmp_path, monkeypatch):
-    """Past the ZIP64 limit (lowered here) sizes and offsets move to ZIP64 fields and records."""
-    monkeypatch.setattr(npz.StoredZip, "_LIMIT", 100)
-    arrays = {"a": np.arange(300, dtype=np.float64), "b": np.array("meta")}
-    npz.write_npz(tmp_path / "big.npz", arrays)
-    data = (tmp_path / "big.npz").read_bytes()
-    assert b"PK\x06\x06" in data and b"PK\x06\x07" in data  # ZIP64 end record and locator
-    with zipfile.ZipFile(tmp_path / "big.npz") as zf:
-        assert zf.testzip() is None
-    with np.load(tmp_path / "big.npz", allow_pickle=False) as f:
-        np.testing.assert_array_equal(f["a"], arrays["a"])
-        assert f["b"].item() == "meta"
-
-
 def test_preview_grid_layout():
     k = np.zeros((10, 4, 4))
     k[:, 1, 2] = 1.0
@@ -148,10 +105,10 @@ def test_preview_grid_layout():
 # --------------------------------------------------------------------------- the command
 
 
-def test_cli_writes_database_and_preview(tmp_path, small_chunks):
+def test_cli_writes_database_and_preview(cli, tmp_path, small_chunks):
     out, png = tmp_path / "k.npz", tmp_path / "k.png"
-    res = invoke("--generator", "borodenko", "--count", 70, "--size", 16, "--seed", 1, "--out", out,
-                 "--preview", png, "--workers", 2, "--param", "intensity=0.4")
+    res = cli("synth-kernels", "--generator", "borodenko", "--count", 70, "--size", 16, "--seed", 1, "--out", out,
+              "--preview", png, "--workers", 2, "--param", "intensity=0.4")
     assert res.exit_code == 0, res.output
     assert "wrote 70 kernels 16x16" in res.output
     kernels, meta = synth.load(out)
@@ -168,20 +125,20 @@ def test_cli_writes_database_and_preview(tmp_path, small_chunks):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.npz", "k.png"]
 
 
-def test_cli_same_seed_byte_identical_any_workers(tmp_path, small_chunks):
+def test_cli_same_seed_byte_identical_any_workers(cli, tmp_path, small_chunks):
     paths = []
     for i, workers in enumerate([1, 2, 1]):
         paths.append(tmp_path / f"k{i}.npz")
-        res = invoke("--generator", "borodenko", "--count", 40, "--size", 9, "--out", paths[-1], "--workers", workers)
+        res = cli("synth-kernels", "--generator", "borodenko", "--count", 40, "--size", 9, "--out", paths[-1], "--workers", workers)
         assert res.exit_code == 0, res.output
     data = [p.read_bytes() for p in paths]
     assert data[0] == data[1] == data[2]
-    invoke("--generator", "borodenko", "--count", 40, "--size", 9, "--out", tmp_path / "other.npz", "--seed", 1)
+    cli("synth-kernels", "--generator", "borodenko", "--count", 40, "--size", 9, "--out", tmp_path / "other.npz", "--seed", 1)
     assert (tmp_path / "other.npz").read_bytes() != data[0]
 
 
-def test_cli_float16(tmp_path):
-    res = invoke("--generator", "gaussian", "--count", 3, "--size", 7, "--out", tmp_path / "k.npz", "--dtype", "float16")
+def test_cli_float16(cli, tmp_path):
+    res = cli("synth-kernels", "--generator", "gaussian", "--count", 3, "--size", 7, "--out", tmp_path / "k.npz", "--dtype", "float16")
     assert res.exit_code == 0, res.output
     kernels, meta = synth.load(tmp_path / "k.npz")
     assert kernels.dtype == np.float16 and meta["dtype"] == "float16"
@@ -207,31 +164,31 @@ def test_cli_float16(tmp_path):
         (["--preview", "{tmp}/p.jpg"], "--preview must be a .png file"),
     ],
 )
-def test_cli_errors_one_line_exit_2_nothing_left(tmp_path, args, message):
+def test_cli_errors_one_line_exit_2_nothing_left(cli, tmp_path, args, message):
     (tmp_path / "d.npz").mkdir()
     base = {"--generator": "borodenko", "--count": "20", "--size": "8", "--out": str(tmp_path / "k.npz"),
             "--preview": str(tmp_path / "k.png")}
     for key, value in zip(args[::2], args[1::2]):
         base[key] = value.format(tmp=tmp_path)
     flat = [x for kv in base.items() for x in kv]
-    res = invoke(*flat)
+    res = cli("synth-kernels", *flat)
     assert res.exit_code == 2, res.output
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message.format(tmp=tmp_path) in lines[0], res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]  # no output, no temporary file
 
 
-def test_cli_failure_in_workers_keeps_an_existing_output(tmp_path, small_chunks):
+def test_cli_failure_in_workers_keeps_an_existing_output(cli, tmp_path, small_chunks):
     out = tmp_path / "k.npz"
     out.write_bytes(b"previous")
-    res = invoke("--generator", "borodenko", "--count", 50, "--size", 8, "--out", out, "--workers", 2,
-                 "--param", "intensity=2")
+    res = cli("synth-kernels", "--generator", "borodenko", "--count", 50, "--size", 8, "--out", out, "--workers", 2,
+              "--param", "intensity=2")
     assert res.exit_code == 2 and res.output.startswith("error: parameter intensity must be in")
     assert out.read_bytes() == b"previous" and os.listdir(tmp_path) == ["k.npz"]
 
 
-def test_meta_is_json_without_pickle(tmp_path):
-    res = invoke("--generator", "linear", "--count", 2, "--size", 5, "--out", tmp_path / "k.npz", "--param", "angle=30")
+def test_meta_is_json_without_pickle(cli, tmp_path):
+    res = cli("synth-kernels", "--generator", "linear", "--count", 2, "--size", 5, "--out", tmp_path / "k.npz", "--param", "angle=30")
     assert res.exit_code == 0, res.output
     with np.load(tmp_path / "k.npz", allow_pickle=False) as f:
         assert sorted(f.files) == ["kernels", "meta"]

@@ -1,0 +1,157 @@
+"""The non-blind solver plugins (wiener, dwdn, unrolled): accuracy, shapes, batches, gradients,
+their starting point and bf16 (the FFT pieces: maths/test_deconv.py; loading weights:
+foundation/test_solver_loading.py; `kdiff deblur --kernel`: apps/test_deblur_known_kernel.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdiff_cli import plugins
+from kdiff_cli.maths import ops
+
+SOLVERS = ("wiener", "dwdn", "unrolled")
+
+
+# --------------------------------------------------------------------------- wiener
+
+
+def test_wiener_gradcheck_in_k(make_solver):
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(1, 2, 16, 16, generator=g, dtype=torch.float64)
+    k = (torch.rand(1, 1, 5, 5, generator=g, dtype=torch.float64) + 0.1).requires_grad_(True)
+    solver = make_solver("wiener", dtype=torch.float64)
+    f = lambda kk: solver(y, kk / kk.sum(), 0.02)[..., ::3, ::3]  # noqa: E731 - 72 outputs keep it fast
+    assert torch.autograd.gradcheck(f, (k,), eps=1e-6, atol=1e-6)
+
+
+def test_wiener_recovers_noiseless_blur(psnr, make_solver, curved_kernel, textured_image):
+    x = textured_image(1, 3, 64, 64)
+    k = curved_kernel(9, 9)
+    y = ops.conv2d(x, k)
+    x_hat = make_solver("wiener")(y, k, 0.0)
+    assert psnr(x_hat, x) > psnr(y, x) + 5
+
+
+def test_wiener_beats_blurred_input_with_noise_and_estimated_sigma(psnr, make_solver, curved_kernel, textured_image):
+    x = textured_image(2, 3, 64, 64, seed=4)
+    k = curved_kernel(11, 11)
+    y = ops.add_noise(ops.conv2d(x, k), 0.01, torch.Generator().manual_seed(1))
+    assert psnr(make_solver("wiener")(y, k), x) > psnr(y, x) + 1.5
+
+
+def test_wiener_boundary_refinement_helps_large_kernels(psnr, curved_kernel, textured_image):
+    x = textured_image(1, 1, 64, 64, seed=5)
+    k = curved_kernel(21, 21)
+    y = ops.conv2d(x, k)
+    plain = plugins.get("solver", "wiener")(iters=0)(y, k, 0.0)
+    refined = plugins.get("solver", "wiener")()(y, k, 0.0)
+    assert psnr(refined, x) > psnr(plain, x) + 1
+
+
+# --------------------------------------------------------------------------- all solvers
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+@pytest.mark.parametrize("C", [1, 3])
+@pytest.mark.parametrize("shape", [(2, 17, 23, 4, 6), (1, 16, 16, 16, 16), (3, 21, 20, 5, 5)])
+def test_shapes_gray_rgb_batch_even_odd(make_solver, name, C, shape):
+    B, H, W, h, w = shape
+    g = torch.Generator().manual_seed(2)
+    y = torch.rand(B, C, H, W, generator=g)
+    k = torch.rand(B, 1, h, w, generator=g)
+    x = make_solver(name)(y, k / k.sum(dim=(-2, -1), keepdim=True), None)
+    assert x.shape == y.shape and x.dtype == y.dtype and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_batch_equals_one_by_one_and_broadcast_kernel(make_solver, curved_kernel, textured_image, name):
+    solver = make_solver(name, randomize=True)
+    y = textured_image(3, 3, 24, 28, seed=6)
+    base = curved_kernel(5, 5)[0]
+    k = torch.stack([base, base.flip(-1), base.transpose(-1, -2)])  # three different kernels
+    sigma = torch.tensor([0.01, 0.02, 0.0])
+    with torch.no_grad():
+        batch = solver(y, k, sigma)
+        single = torch.cat([solver(y[i : i + 1], k[i : i + 1], sigma[i]) for i in range(3)])
+        shared = solver(y, k[:1], sigma)
+        shared_one = torch.cat([solver(y[i : i + 1], k[:1], sigma[i]) for i in range(3)])
+    assert torch.allclose(batch, single, atol=1e-5)
+    assert torch.allclose(shared, shared_one, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_gray_equals_rgb_with_equal_channels(make_solver, curved_kernel, textured_image, name):
+    solver = make_solver(name, randomize=True)
+    y = textured_image(1, 1, 24, 24, seed=7)
+    k = curved_kernel(5, 5)
+    with torch.no_grad():
+        gray = solver(y, k, 0.01)
+        rgb = solver(y.expand(-1, 3, -1, -1).contiguous(), k, 0.01)
+    assert torch.allclose(gray, rgb.mean(dim=1, keepdim=True), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dwdn", "unrolled"])
+def test_learned_solvers_differentiable_in_k_at_random_init(make_solver, curved_kernel, textured_image, name):
+    y = textured_image(2, 3, 32, 32, seed=8)
+    k = curved_kernel(7, 7).repeat(2, 1, 1, 1).requires_grad_(True)
+    for randomize in (False, True):
+        solver = make_solver(name, randomize=randomize).train()
+        x = solver(y, k, None)
+        (gk,) = torch.autograd.grad(x.square().sum(), k)
+        assert torch.isfinite(gk).all() and gk.abs().sum() > 0
+        params = [p for p in solver.parameters() if p.requires_grad]
+        gp = torch.autograd.grad(solver(y, k.detach(), 0.01).square().sum(), params, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in gp)
+
+
+def test_dwdn_starts_as_the_wiener_solver(make_solver, curved_kernel, textured_image):
+    y = textured_image(1, 3, 32, 36, seed=9)
+    k = curved_kernel(7, 7)
+    dwdn = make_solver("dwdn")
+    wiener = plugins.get("solver", "wiener")(iters=dwdn.iters)
+    with torch.no_grad():
+        assert torch.allclose(dwdn(y, k, 0.01), wiener(y, k, 0.01), atol=1e-5)
+
+
+def test_unrolled_starts_as_the_wiener_solver(psnr, make_solver, curved_kernel, textured_image):
+    """Untrained, the denoiser is the identity and the Wiener estimate is a fixed point of every
+    data step, so the unrolled solver returns (up to the data steps' CG tolerance) wiener's output."""
+    y = ops.add_noise(ops.conv2d(textured_image(1, 3, 32, 36, seed=9), curved_kernel(7, 7), "symmetric"), 0.01,
+                      torch.Generator().manual_seed(0))
+    k = curved_kernel(7, 7)
+    unrolled = make_solver("unrolled")
+    wiener = plugins.get("solver", "wiener")(iters=unrolled.iters)
+    with torch.no_grad():
+        x_u, x_w = unrolled(y, k, 0.01), wiener(y, k, 0.01)
+    assert (x_u - x_w).abs().mean() < 5e-4 and (x_u - x_w).abs().max() < 1e-2
+    assert abs(psnr(x_u, textured_image(1, 3, 32, 36, seed=9)) - psnr(x_w, textured_image(1, 3, 32, 36, seed=9))) < 0.02
+
+
+def test_network_path_changes_output_when_trained(make_solver, curved_kernel, textured_image):
+    y = textured_image(1, 3, 32, 32, seed=10)
+    k = curved_kernel(7, 7)
+    for name in ("dwdn", "unrolled"):
+        with torch.no_grad():
+            assert not torch.allclose(make_solver(name)(y, k, 0.01), make_solver(name, randomize=True)(y, k, 0.01), atol=1e-4)
+
+
+def test_solver_classes_document_themselves():
+    for name in SOLVERS:
+        cls = plugins.get("solver", name)
+        assert cls.name == name and cls.description and issubclass(cls, torch.nn.Module)
+    assert plugins.get("solver", "wiener").default_weights is None
+    assert plugins.get("solver", "dwdn").default_weights == "dwdn"
+    assert plugins.get("solver", "unrolled").default_weights == "unrolled"
+
+
+@pytest.mark.parametrize("name", ["dwdn", "unrolled"])
+def test_bf16_autocast_keeps_the_fft_parts_in_float32(make_solver, curved_kernel, textured_image, name):
+    solver = make_solver(name, randomize=True)
+    y, k = textured_image(1, 3, 32, 32, seed=12), curved_kernel(7, 7)
+    with torch.no_grad():
+        full = solver(y, k, 0.01)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = solver(y, k, 0.01)
+    assert half.dtype == torch.float32
+    assert (half - full).abs().mean() < 0.01  # bf16 convolutions only; FFT Wiener in bf16 is far worse
