@@ -1,9 +1,7 @@
 """`ddim`: the same reblur guidance on a strided DDIM schedule (deterministic for eta = 0)."""
 
-from functools import partial
-
-from kdiff_cli.maths import diffusion
 from kdiff_cli.hookspecs import hookimpl
+from kdiff_cli.maths import sampling
 from kdiff_cli.maths.sampling import check_steps, reverse_diffusion
 
 
@@ -16,12 +14,9 @@ class DDIMSampler:
     def sample(model, schedule, y, *, steps=25, guidance=None, generator=None, callback=None, eta=0.0):
         """Sample one kernel per image of ``y`` with ``steps`` DDIM steps."""
         schedule.set_timesteps(check_steps(steps, schedule))
-        step = partial(_step, eta=float(eta))
+        step = sampling.ddim(eta)
         return reverse_diffusion(model, schedule, y, step, guidance=guidance, generator=generator, callback=callback)
 
-
-def _step(k_t, epsilon, ab_t, ab_prev, noise, eta):
-    return diffusion.ddim_step(k_t, epsilon, ab_t, ab_prev, eta=eta, noise=noise)
 
 
 @hookimpl

@@ -1,9 +1,7 @@
 """`ddpm`: Algorithm 1 of the paper — ancestral reverse diffusion with reblur guidance."""
 
-from functools import partial
-
-from kdiff_cli.maths import diffusion
 from kdiff_cli.hookspecs import hookimpl
+from kdiff_cli.maths import sampling
 from kdiff_cli.maths.sampling import check_steps, reverse_diffusion
 
 
@@ -16,12 +14,9 @@ class DDPMSampler:
     def sample(model, schedule, y, *, steps=1000, guidance=None, generator=None, callback=None, variance="posterior"):
         """Sample one kernel per image of ``y`` with ``steps`` ancestral steps (1000 = every timestep)."""
         schedule.set_timesteps(check_steps(steps, schedule))
-        step = partial(_step, variance=variance)
+        step = sampling.ddpm(variance)
         return reverse_diffusion(model, schedule, y, step, guidance=guidance, generator=generator, callback=callback)
 
-
-def _step(k_t, epsilon, ab_t, ab_prev, noise, variance):
-    return diffusion.ddpm_step(k_t, epsilon, ab_t, ab_prev, noise=noise, variance=variance)
 
 
 @hookimpl

@@ -6,11 +6,10 @@ the gradient autocorrelation each would produce; the nearest ones to y's are noi
 there. ``strength = 1`` is plain DDIM from noise; small strengths keep the bank kernel.
 """
 
-from functools import partial
-
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
-from kdiff_cli.maths import diffusion, lookup
+from kdiff_cli.maths import lookup
+from kdiff_cli.maths import sampling
 from kdiff_cli.maths.sampling import check_steps, reverse_diffusion
 
 
@@ -34,13 +33,10 @@ class LookupSampler:
         ts = schedule.set_timesteps(full)
         schedule.timesteps = ts[ts <= t_start][:steps] if t_start < schedule.T - 1 else ts
         k_start = lookup.candidates(y, model.kernel_size, bank)
-        step = partial(_step, eta=float(eta))
+        step = sampling.ddim(eta)
         return reverse_diffusion(model, schedule, y, step, guidance=guidance, generator=generator,
                                  callback=callback, k_start=k_start)
 
-
-def _step(k_t, epsilon, ab_t, ab_prev, noise, eta):
-    return diffusion.ddim_step(k_t, epsilon, ab_t, ab_prev, eta=eta, noise=noise)
 
 
 @hookimpl

@@ -110,6 +110,25 @@ def reverse_diffusion(
     return SampleResult(diffusion.from_diffusion(k_t.detach()), residual, trace)
 
 
+def ddim(eta: float = 0.0) -> ReverseStep:
+    """The DDIM reverse step (:func:`~kdiff_cli.maths.diffusion.ddim_step`) with ``eta`` fixed."""
+    eta = float(eta)
+
+    def step(k_t, epsilon, alpha_bar_t, alpha_bar_prev, noise):
+        return diffusion.ddim_step(k_t, epsilon, alpha_bar_t, alpha_bar_prev, eta=eta, noise=noise)
+
+    return step
+
+
+def ddpm(variance: str = "posterior") -> ReverseStep:
+    """The ancestral DDPM reverse step (:func:`~kdiff_cli.maths.diffusion.ddpm_step`, eq. 18)."""
+
+    def step(k_t, epsilon, alpha_bar_t, alpha_bar_prev, noise):
+        return diffusion.ddpm_step(k_t, epsilon, alpha_bar_t, alpha_bar_prev, noise=noise, variance=variance)
+
+    return step
+
+
 def check_steps(steps: int, schedule: NoiseSchedule) -> int:
     if not 1 <= int(steps) <= schedule.T:
         raise KdiffError(f"--steps must be in 1..{schedule.T}, got {steps}")

@@ -13,7 +13,6 @@ chance level), and ``eps_mse`` the denoising loss on the validation crops.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from kdiff_cli.maths import diffusion
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.apps.train.task_base import Task, constructor_defaults
+from kdiff_cli.maths import sampling
 from kdiff_cli.maths.sampling import reverse_diffusion
 from kdiff_cli.maths.schedule import NoiseSchedule
 from kdiff_cli.maths.unet import KernelUNet, build_unet
@@ -50,12 +50,8 @@ def sample_unguided(
     the ``ddim`` sampler of ``kdiff deblur`` runs it (without its reblur guidance).
     """
     schedule.set_timesteps(steps)
-    step = functools.partial(_ddim_step, eta=float(eta))
+    step = sampling.ddim(eta)
     return reverse_diffusion(model, schedule, y, step, generator=generator).k
-
-
-def _ddim_step(k_t, epsilon, ab_t, ab_prev, noise, eta):
-    return diffusion.ddim_step(k_t, epsilon, ab_t, ab_prev, eta=eta, noise=noise)
 
 
 class KernelDiffTask(Task):
