@@ -61,10 +61,11 @@ CONFIGS = {
     # Stage I started from the kernel bank's nearest kernels to y's cue (plugins/sampler_lookup.py)
     "lookup + alternating + classical candidate": {"sampler": "lookup"},
     "lookup 10 steps + alternating + classical candidate": {"sampler": "lookup", "steps": 10},
-    "lookup + reblur Stage II (paper pipeline, lookup start)": {"sampler": "lookup", "refiner": "reblur", "classical": False},
+    "lookup + reblur Stage II (the paper pipeline from the lookup start)": {"sampler": "lookup", "refiner": "reblur", "classical": False},
     "lookup-noStageII": {"sampler": "lookup", "refine_steps": 0, "classical": False},
     "lookup samples4 + alternating + classical candidate": {"sampler": "lookup", "samples": 4},
     "lookup + alternating (no classical candidate)": {"sampler": "lookup", "classical": False},
+    "lookup unguided + alternating + classical candidate": {"sampler": "lookup", "guidance": False},
 }
 
 
@@ -81,6 +82,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    unknown = [name for name in args.configs.split(",") if name not in CONFIGS]
+    if unknown:
+        print(f"unknown config {unknown[0]!r}; known: {', '.join(CONFIGS)}", file=sys.stderr)
+        return 2
     items = load_items(args.data, args.limit)
     model, schedule = load_kernel_model(args.weights, torch.device("cpu"))
     solver = load_solver(args.solver, device="cpu")
@@ -105,9 +110,6 @@ def main(argv=None) -> int:
         results[name] = vals
 
     for name in args.configs.split(","):
-        if name not in CONFIGS:
-            print(f"unknown config {name!r}; known: {', '.join(CONFIGS)}", file=sys.stderr)
-            return 2
         opts = {"solver": args.solver, "seed": 0, "downscale": "1", **CONFIGS[name]}
         subset = items[: args.ddpm_limit] if name.startswith("ddpm") else items
         vals, kept, sigmas = [], [], []
@@ -125,6 +127,9 @@ def main(argv=None) -> int:
                 vals.append((metrics.psnr(x, it.x), metrics.ssim(x, it.x), metrics.mnc(k, it.k), seconds))
                 update(1, psnr=vals[-1][0], mnc=vals[-1][2])
         results[name + (f" (first {len(subset)})" if len(subset) < len(items) else "")] = vals
+        cols = list(zip(*vals))
+        print(f"{name}: PSNR {statistics.fmean(cols[0]):.3f} SSIM {statistics.fmean(cols[1]):.3f} MNC {statistics.fmean(cols[2]):.3f}"
+              f" {statistics.fmean(cols[3]):.2f} s/image (n={len(vals)})", flush=True)
         if "classical" in kept:
             notes.append(f"{name}: the classical candidate was kept on {kept.count('classical')} of {len(kept)} images")
         if sigmas:

@@ -6,17 +6,59 @@ bodies so that ``kdiff --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from kdiff_cli import __version__
-from kdiff_cli.errors import KdiffError, Terminated, handle_termination
+from kdiff_cli.errors import KdiffError, KdiffWarning, Terminated, handle_termination
+
+
+#: click's UsageError as Typer raises it (recent Typer versions bundle their own click)
+USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: its non-empty lines joined by ``; ``."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+@contextlib.contextmanager
+def _usage_errors_one_line():
+    """A usage error (a bad value such as ``--count 1e9``, an unknown option or command) becomes one
+    ``error: ...`` line and exit 2, instead of Typer's box."""
+    try:
+        yield
+    except USAGE_ERROR as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # no arguments: the help screen, as asked
+            raise
+        message = one_line(e.format_message()).rstrip(".")
+        message = message[:1].lower() + message[1:]
+        where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        typer.echo(f"error: {message}{where}", err=True)
+        raise typer.Exit(e.exit_code) from None
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: usage errors of every command are one line (:func:`_usage_errors_one_line`)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_errors_one_line():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _usage_errors_one_line():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="kdiff",
     help="Blind image deblurring by kernel diffusion (Kernel-Diff): synthesise kernels, train, deblur, evaluate.",
     no_args_is_help=True,
@@ -40,17 +82,37 @@ class Quality(str, Enum):
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error to stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 
+@contextlib.contextmanager
+def _warnings_one_line():
+    """Show a :class:`KdiffWarning` (alpha dropped, kernel clipped, ...) as one ``warning: ...`` line,
+    every time it is raised; other warnings as Python shows them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", KdiffWarning)
+        show = warnings.showwarning
+
+        def one_line_warning(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, KdiffWarning):
+                typer.echo(f"warning: {one_line(str(message))}", err=True)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line_warning
+        yield
+
+
 def user_errors(fn):
-    """Turn :class:`KdiffError` (and Ctrl-C) into a one-line message and a non-zero exit."""
+    """Turn :class:`KdiffError` (and Ctrl-C) into a one-line message and a non-zero exit; show
+    kdiff's warnings as one line each."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _warnings_one_line():
+                return fn(*args, **kwargs)
         except KdiffError as e:
             fail(str(e), e.exit_code)
         except Terminated as e:
@@ -111,6 +173,7 @@ def synth_kernels_cmd(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: the CPUs); the kernels do not depend on it.")] = None,
     dtype: Annotated[str, typer.Option(help="Stored dtype: float32 or float16.")] = "float32",
     param: Annotated[Optional[list[str]], typer.Option("--param", help="Generator parameter key=value (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing --out / --preview file (default: refuse).")] = False,
 ):
     """Synthesise a kernel database (the paper's: 60,000 kernels of 64 x 64 from `borodenko`)."""
     import gc
@@ -121,7 +184,7 @@ def synth_kernels_cmd(
 
     gc.disable()  # loading the plugins (torch) makes millions of objects; collecting them costs ~0.2 s
     try:
-        request = synth.make_request(generator, count, size, seed, out, preview, workers, dtype, param or [])
+        request = synth.make_request(generator, count, size, seed, out, preview, workers, dtype, param or [], overwrite)
     finally:
         gc.enable()
     start = time.perf_counter()
@@ -183,7 +246,7 @@ def train_cmd(
 def deblur_cmd(
     inputs: Annotated[list[str], typer.Argument(help="Blurred images or globs: PNG, JPEG, TIFF, BMP.", metavar="IMAGES", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the images, kernels, report.json.", metavar="DIR")],
-    kernel: Annotated[Optional[Path], typer.Option("--kernel", "-k", help="Known kernel (.npy or image): non-blind.", metavar="FILE", show_default=False)] = None,
+    kernel: Annotated[Optional[Path], typer.Option("--kernel", "-k", help="Known kernel (.npy or image): non-blind. Its centre is the pixel at index size//2 (as MATLAB conv2 'same' and scipy.ndimage; see --kernel-center).", metavar="FILE", show_default=False)] = None,
     method: Annotated[str, typer.Option(help="kernel-diff (default), unguided, alternating.", metavar="NAME", show_default=False)] = "kernel-diff",
     solver: Annotated[str, typer.Option(help="Solver F: wiener (default), dwdn, unrolled.", metavar="NAME", show_default=False)] = "wiener",
     quality: Annotated[Quality, typer.Option(help="fast, default, best: sampler/steps/samples.", metavar="LEVEL", show_default=False)] = Quality.default,
@@ -207,6 +270,8 @@ def deblur_cmd(
     kernel_uncertainty: Annotated[float, typer.Option(help="Blind: u in sigma_final^2 = sigma^2 + u (1 - MNC of the sample and the classical candidate); the kernels' disagreement as extra noise (docs/deblur.md).", rich_help_panel=RESEARCH)] = 0.006,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RESEARCH)] = "auto",
     tile: Annotated[int, typer.Option(help="Tile side of the final deconvolution (tiles overlap by the kernel size).", rich_help_panel=RESEARCH)] = 512,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace outputs that exist in --out before the run (default: refuse; inputs are never overwritten).", rich_help_panel=RESEARCH)] = False,
+    kernel_center: Annotated[str, typer.Option("--kernel-center", help="--kernel's centre convention: ndimage (default: index size//2, MATLAB conv2 'same', scipy.ndimage) or signal (scipy.signal.convolve2d 'same': an even side's centre one pixel earlier).", metavar="NAME", show_default=False, rich_help_panel=RESEARCH)] = "ndimage",
 ):
     """Deblur images: blind (Kernel-Diff by default) or, with --kernel, non-blind."""
     import contextlib
@@ -253,7 +318,8 @@ def deblur_cmd(
         if kernel is not None:
             bars["update"] = stack.enter_context(progress.task_bar(f"deblur ({solver})", total=len(paths), unit="images"))
         report = deblur.deblur_files(paths, out, method, options, device, None if kernel is not None else on_start,
-                                     on_progress, on_done, kernel=kernel, quality=quality.value)
+                                     on_progress, on_done, kernel=kernel, quality=quality.value, overwrite=overwrite,
+                                     kernel_center=kernel_center)
     for path in report.written:
         typer.echo(str(path))
     if report.failed:
@@ -279,7 +345,10 @@ def eval_cmd(
         Optional[list[str]], typer.Option("--method-opt", help="KEY=VALUE (or METHOD.KEY=VALUE) for the methods, e.g. steps=25 (repeatable).", rich_help_panel=RESEARCH)
     ] = None,
     metric: Annotated[
-        Optional[str], typer.Option("--metric", help="Comma-separated metrics (default: the dataset's, e.g. psnr,ssim,lpips,fid,mnc).")
+        Optional[str], typer.Option("--metric", help="Comma-separated metrics, each NAME[:key=value...] (default: the dataset's, e.g. psnr,ssim,lpips,fid,mnc; psnr and ssim also aligned).")
+    ] = None,
+    metric_opt: Annotated[
+        Optional[list[str]], typer.Option("--metric-opt", help="KEY=VALUE (or METRIC.KEY=VALUE) for the metrics, e.g. max_shift=5, border=16: the aligned scores' shift search and cropped border (default 10, 15; repeatable).", rich_help_panel=RESEARCH)
     ] = None,
     metric_weights: Annotated[
         Optional[Path], typer.Option("--metric-weights", help="Folder with LPIPS/FID backbone weights (default: the torch hub cache).", rich_help_panel=RESEARCH)
@@ -296,6 +365,7 @@ def eval_cmd(
     ] = None,
     grid: Annotated[int, typer.Option(help="Rows of grid.png (the paper's Figure 4); 0 for none.", rich_help_panel=RESEARCH)] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="--export: replace files that exist there (default: refuse). The --out folder is kdiff's own resume cache.", rich_help_panel=RESEARCH)] = False,
 ):
     """Evaluate blind deblurring methods on a benchmark: table, metrics.json/.csv, grid.png."""
     from kdiff_cli.apps import datasets, evaluate
@@ -305,18 +375,22 @@ def eval_cmd(
                "crop": crop, "kernel_size": kernel_size}
     if export is not None:
         p = evaluate.plan(dataset, options, limit)
-        datasets.export(p.refs, export, p.protocol)
+        datasets.export(p.refs, export, p.protocol, overwrite=overwrite)
         typer.echo(f"exported {len(p.refs)} items of {dataset} to {export}", err=True)
         if method is None:
             return
     report = evaluate.run(
-        dataset, options, methods=method, method_opts=method_opt or [], metrics=metric, metric_weights=metric_weights,
+        dataset, options, methods=method, method_opts=method_opt or [], metrics=metric, metric_opts=metric_opt or [], metric_weights=metric_weights,
         limit=limit, out=out or Path(f"eval-{dataset}"), device=device, grid=grid, bar=progress.task_bar,
+        on_error=lambda item, message: typer.echo(f"error: item {item} skipped: {one_line(message)}", err=True),
     )
     progress.print_table(f"kdiff eval {dataset} ({len(report.ids)} images)", report.table_header(), report.table_rows())
     for note in report.notes():
         typer.echo(note, err=True)
     typer.echo(f"{report.computed} runs, {report.cached} from cache; results in {report.out}", err=True)
+    if report.failed:
+        typer.echo(f"{len(report.failed)} of {len(report.failed) + len(report.ids)} items failed (listed in metrics.json)", err=True)
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- analysis (toy, figures)

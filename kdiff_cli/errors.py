@@ -7,6 +7,12 @@ class KdiffError(Exception):
     exit_code = 2
 
 
+class KdiffWarning(UserWarning):
+    """Something kdiff changed about the user's input or output (an alpha channel dropped, a kernel
+    clipped, pixels clipped or quantised): the CLI prints it as one ``warning: ...`` line, and
+    ``kdiff deblur`` also records it in report.json (``warnings``)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C so that the same clean-up runs
     (temporary files removed, worker processes ended); the CLI exits with 128 + the signal number."""

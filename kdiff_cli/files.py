@@ -2,11 +2,12 @@
 
 * :func:`read_image` returns ``(H, W, C)`` float32 in [0, 1] (C = 1 gray or 3 RGB) and an
   :class:`ImageInfo`. 16-bit files keep all 16 bits (OpenCV decodes them unchanged; imageio's
-  default Pillow plugin would silently reduce 16-bit RGB PNG to 8 bits). An alpha channel is
-  dropped with an :class:`ImageWarning`; the EXIF orientation tag is applied (OpenCV's
-  ``IMREAD_UNCHANGED`` ignores it, so we read it with Pillow and transpose ourselves).
-* :func:`write_image` clips and rounds to 8 or 16 bits and writes atomically (temp file beside
-  the target, then ``os.replace``); JPEG at quality 95.
+  default Pillow plugin would silently reduce 16-bit RGB PNG to 8 bits); floating-point TIFF is
+  read as float (``bit_depth`` 32), its values outside [0, 1] clipped with an :class:`ImageWarning`.
+  An alpha channel is dropped with an :class:`ImageWarning`; the EXIF orientation tag is applied
+  (OpenCV's ``IMREAD_UNCHANGED`` ignores it, so we read it with Pillow and transpose ourselves).
+* :func:`write_image` clips and rounds to 8 or 16 bits, or writes float32 TIFF (``bit_depth`` 32),
+  atomically (temp file beside the target, then ``os.replace``); JPEG at quality 95.
 * :func:`to_tensor` / :func:`to_numpy` convert between the NumPy IO layout ``(H, W, C)`` and the
   torch layout ``(1, C, H, W)``.
 
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from kdiff_cli.errors import KdiffError
+from kdiff_cli.errors import KdiffError, KdiffWarning
 
 #: extension -> format name, for the formats we read and write
 FORMATS = {
@@ -39,13 +40,15 @@ FORMATS = {
 }
 #: formats that can store 16 bits per channel
 SIXTEEN_BIT_FORMATS = ("png", "tiff")
+#: formats that can store float32 pixels (``bit_depth`` 32)
+FLOAT_FORMATS = ("tiff",)
 JPEG_QUALITY = 95
 EXIF_ORIENTATION_TAG = 0x0112
 PNG_GRAY_ALPHA = 4
 
 
-class ImageWarning(UserWarning):
-    """Something about an image the user should know (alpha dropped, bit depth reduced)."""
+class ImageWarning(KdiffWarning):
+    """Something about an image the user should know (alpha dropped, values clipped, bit depth reduced)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class ImageInfo:
 
     path: Path
     format: str  # "png", "jpeg", "tiff", "bmp" (from the extension; "" if unknown)
-    bit_depth: int  # 8 or 16: bits per channel in the file (write back at this depth)
+    bit_depth: int  # 8, 16, or 32 for float pixels: bits per channel in the file (write back at this depth)
     channels: int  # 1 (gray) or 3 (RGB), after dropping alpha
     had_alpha: bool  # the file had an alpha channel, which was dropped
     orientation: int = 1  # EXIF orientation tag that was applied (1 = none)
@@ -125,7 +128,7 @@ def apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _to_unit(img: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
-    """Integer or float pixels -> float32 in [0, 1], and the file's bit depth (8 or 16)."""
+    """Integer or float pixels -> float32 in [0, 1], and the file's bit depth (8, 16, or 32 for float)."""
     if img.dtype == np.bool_:
         return img.astype(np.float32), 8
     if img.dtype == np.uint8:
@@ -136,7 +139,10 @@ def _to_unit(img: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
         x = img.astype(np.float32)
         if not np.isfinite(x).all():
             raise KdiffError(f"cannot read image {path}: contains NaN or infinite values")
-        return np.clip(x, 0.0, 1.0), 16
+        outside = int(np.count_nonzero((x < 0) | (x > 1)))
+        if outside:
+            warnings.warn(f"{path}: {outside} float pixel values outside [0, 1] clipped", ImageWarning, stacklevel=3)
+        return np.clip(x, 0.0, 1.0), 32
     raise KdiffError(f"cannot read image {path}: unsupported pixel type {img.dtype}")
 
 
@@ -231,6 +237,8 @@ def write_image(path: str | os.PathLike, x: np.ndarray, bit_depth: int = 8) -> P
 
     The format follows the extension (png, jpg/jpeg, tif/tiff, bmp). ``bit_depth`` 16 is kept
     for PNG and TIFF; JPEG and BMP store 8 bits (with an :class:`ImageWarning` when 16 was asked).
+    ``bit_depth`` 32 writes float32 TIFF (clipped to [0, 1]); other formats are then quantised to
+    16 bits (PNG) or 8, with an :class:`ImageWarning`.
     """
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
@@ -244,10 +252,17 @@ def write_image(path: str | os.PathLike, x: np.ndarray, bit_depth: int = 8) -> P
         a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or a.shape[0] == 0 or a.shape[1] == 0:
         raise KdiffError(f"cannot write image {path}: expected (H, W), (H, W, 1) or (H, W, 3), got {a.shape}")
+    if bit_depth == 32 and fmt not in FLOAT_FORMATS:
+        depth = 16 if fmt in SIXTEEN_BIT_FORMATS else 8
+        warnings.warn(f"{path}: {fmt} stores no float pixels; float output quantised to {depth} bits", ImageWarning, stacklevel=2)
+        bit_depth = depth
     if bit_depth == 16 and fmt not in SIXTEEN_BIT_FORMATS:
         warnings.warn(f"{path}: {fmt} stores 8 bits per channel; writing 8-bit", ImageWarning, stacklevel=2)
         bit_depth = 8
-    q = quantize(a, bit_depth)
+    if bit_depth == 32:
+        q = np.clip(np.nan_to_num(np.asarray(a, dtype=np.float32), nan=0.0), 0.0, 1.0)
+    else:
+        q = quantize(a, bit_depth)
     if q.ndim == 3:
         q = np.ascontiguousarray(q[..., ::-1])  # RGB -> BGR for OpenCV
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if fmt == "jpeg" else []

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from kdiff_cli import files
-from kdiff_cli.errors import KdiffError
+from kdiff_cli.errors import KdiffError, KdiffWarning
 
 #: image file extensions kdiff reads, in lookup order (``.png`` first)
 IMAGE_EXTENSIONS = tuple(files.FORMATS)
@@ -75,7 +75,10 @@ def read_photo(path: Path) -> np.ndarray:
 
 
 def read_kernel(path: Path) -> np.ndarray:
-    """A kernel file (image or ``.npy``) as (h, w) float64, nonnegative, summing to 1."""
+    """A kernel file (image or ``.npy``) as (h, w) float64, nonnegative, summing to 1.
+
+    Negative entries are clipped to 0 with a :class:`~kdiff_cli.errors.KdiffWarning` saying how
+    many and how much of the kernel's absolute mass they held."""
     if path.suffix.lower() == ".npy":
         try:
             k = np.load(path, allow_pickle=False)
@@ -83,7 +86,13 @@ def read_kernel(path: Path) -> np.ndarray:
             raise KdiffError(f"cannot read kernel {path}: {e}") from None
     else:
         k = read_photo(path).mean(axis=2)
-    k = np.clip(np.asarray(k, dtype=np.float64).squeeze(), 0.0, None)
+    k = np.asarray(k, dtype=np.float64).squeeze()
+    negative = k < 0
+    if negative.any() and np.isfinite(k).all():
+        share = float(-k[negative].sum() / np.abs(k).sum())
+        warnings.warn(f"kernel {path}: {int(negative.sum())} negative entries ({share:.1%} of its absolute mass) clipped to 0",
+                      KdiffWarning, stacklevel=2)
+    k = np.clip(k, 0.0, None)
     if k.ndim != 2 or k.sum() <= 0:
         raise KdiffError(f"cannot read kernel {path}: expected a nonzero 2-D kernel, got shape {k.shape}")
     return k / k.sum()

@@ -2,7 +2,8 @@
 
 Components are collected once per process through the ``register`` callback of each hook and
 kept in per-kind registries. A name registered twice within a kind is an error naming both sources.
-:func:`keywords` and :func:`accepted` tell which keyword options a component's callable takes.
+:func:`keywords` and :func:`accepted` tell which keyword options a component's callable takes;
+:func:`option_names` and :func:`check_options` which options a component declares, and refuse others.
 """
 
 from __future__ import annotations
@@ -129,3 +130,33 @@ def accepted(fn: Callable, options: dict[str, Any]) -> dict[str, Any]:
     """The ``options`` that ``fn`` takes as keywords (all of them when it takes ``**kwargs``)."""
     named, var = keywords(fn)
     return dict(options) if var else {k: v for k, v in options.items() if k in named}
+
+
+#: keywords of a component's callable that only the apps supply (progress, the true kernel, the random generator)
+NOT_OPTIONS = ("callback", "k_true", "generator")
+
+
+def option_names(component: Any, fn: Callable) -> set[str] | None:
+    """The options ``component`` declares: its ``option_names()`` when it has one, else the keyword
+    names of ``fn`` after its first parameter (the input: ``run(y, ...)``) but :data:`NOT_OPTIONS`; None
+    when it takes any option (``fn`` takes ``**kwargs`` and nothing is declared)."""
+    declared = getattr(component, "option_names", None)
+    if callable(declared):
+        return set(declared())
+    params = list(inspect.signature(fn).parameters.values())
+    if params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        params = params[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - set(NOT_OPTIONS)
+
+
+def check_options(what: str, valid: set[str] | None, given) -> None:
+    """A one-line error listing the valid keys when ``given`` holds a key outside ``valid``
+    (``what``: ``"method 'kernel-diff'"``; ``valid`` None accepts anything)."""
+    if valid is None:
+        return
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        s = "s" if len(unknown) > 1 else ""
+        raise KdiffError(f"{what} takes no option{s} {', '.join(map(repr, unknown))} (valid: {', '.join(sorted(valid)) or 'none'})")

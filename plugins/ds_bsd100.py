@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from kdiff_cli import files
+from kdiff_cli import files, limits, plugins
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
 from kdiff_cli.items import Item, ItemRef, cache_dir, first, read_photo
@@ -41,6 +41,8 @@ BSD100_IDS = (
 BSDS300_URL = "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/bsds/BSDS300-images.tgz"
 BSDS300_ARCHIVE = "BSDS300-images.tgz"
 DOWNLOAD_CHUNK = 1 << 16
+#: bytes per crop pixel while an item is synthesised (3 channels, float64, ~4 arrays at once)
+CROP_BYTES_PER_PIXEL = 3 * 8 * 4
 
 
 # --------------------------------------------------------------------------- finding images
@@ -138,8 +140,10 @@ def extract_bsd100(archive: Path, images: Path, ids: tuple[str, ...] = BSD100_ID
                     continue
                 files.atomic_write_bytes(images / f"{stem}.jpg", f.read())
                 got.append(stem)
+    except tarfile.ReadError:  # its message lists every decompressor tried, over several lines
+        raise KdiffError(f"cannot extract {archive}: not a tar archive (plain, gzip, bzip2 or xz) or a corrupt one") from None
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise KdiffError(f"cannot extract {archive}: {e}") from None
+        raise KdiffError(f"cannot extract {archive}: {' '.join(str(e).split())}") from None
     return got
 
 
@@ -214,6 +218,14 @@ def load_bsd100(
     p = bsd100_protocol(**options)
     if p["crop"] < 8 or p["kernel_size"] < 1 or p["sigma"] < 0:
         raise KdiffError("--crop must be >= 8, --kernel-size >= 1 and --sigma >= 0")
+    limits.check_kernel_size(p["kernel_size"], "--kernel-size")
+    gen = plugins.get("generator", p["generator"])  # unknown: one line listing the generators, before any item
+    if getattr(gen, "params", None) is not None:
+        plugins.check_options(f"generator {p['generator']!r}", set(gen.params), p["generator_params"])
+    if p["kernel_size"] > p["crop"]:
+        raise KdiffError(f"--kernel-size {p['kernel_size']} is larger than the {p['crop']}x{p['crop']} crop (--crop)")
+    # the blur of one crop: x, y and the convolution's float64 temporaries (~4 copies of 3 channels)
+    limits.check_memory(CROP_BYTES_PER_PIXEL * p["crop"] ** 2, f"--crop {p['crop']}", "lower --crop")
     if p["boundary"] not in ops.BOUNDARIES:
         raise KdiffError(f"unknown boundary {p['boundary']!r} (choose from {', '.join(ops.BOUNDARIES)})")
     ids = BSD100_IDS if limit is None else first(list(BSD100_IDS), limit)

@@ -1,4 +1,7 @@
-"""Any paired set: blurred/, sharp/ and optional kernels/ folders, matched by file name."""
+"""Any paired set: blurred/, sharp/ and optional kernels/ folders, matched by file name.
+
+A kernel's orientation and shift are fitted to its pair (:mod:`kdiff_cli.maths.groundtruth`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
 from kdiff_cli.items import IMAGE_EXTENSIONS, KERNEL_EXTENSIONS, ItemRef, find_file, first, natural_key, pair_loader
+from kdiff_cli.maths.groundtruth import checked, fit_protocol
 
 
 def load_folder(data_dir: str | os.PathLike | None = None, limit: int | None = None, **_) -> list[ItemRef]:
@@ -31,7 +35,8 @@ def load_folder(data_dir: str | os.PathLike | None = None, limit: int | None = N
         if sharp is None:
             raise KdiffError(f"blurred/{b.name} has no partner in {root / 'sharp'} (same name, any image extension)")
         kernel = find_file(root / "kernels", b.stem, KERNEL_EXTENSIONS) if (root / "kernels").is_dir() else None
-        refs.append(ItemRef(b.stem, zlib.crc32(b.stem.encode()), pair_loader(b.stem, b, sharp, kernel)))
+        loader = pair_loader(b.stem, b, sharp, kernel)
+        refs.append(ItemRef(b.stem, zlib.crc32(b.stem.encode()), loader if kernel is None else checked(loader)))
     return first(refs, limit)
 
 
@@ -45,7 +50,7 @@ class Folder:
         return load_folder(**options)
 
     def protocol(self, **options) -> dict:
-        return {"dataset": self.name}
+        return {"dataset": self.name, "kernel_fit": fit_protocol()}
 
 
 @hookimpl

@@ -1,4 +1,8 @@
-"""Levin et al. (2009) benchmark layout, scored by the error ratio and the success rate at ratio <= 3."""
+"""Levin et al. (2009) benchmark layout, scored by the error ratio and the success rate at ratio <= 3.
+
+Public copies store some kernels rotated by 180 degrees and some captured pairs sit a few pixels
+off: every kernel's orientation and shift are fitted to its pair (:mod:`kdiff_cli.maths.groundtruth`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.hookspecs import hookimpl
 from kdiff_cli.items import IMAGE_EXTENSIONS, KERNEL_EXTENSIONS, ItemRef, find_file, first, pair_loader
+from kdiff_cli.maths.groundtruth import checked, fit_protocol
 
 LEVIN_PATTERN = re.compile(r"^im(\d+)_kernel(\d+)_img$")
 
@@ -35,7 +40,8 @@ def load_levin(data_dir: str | os.PathLike | None = None, limit: int | None = No
         if sharp is None or kernel is None:
             missing = f"gt/im{i}.png" if sharp is None else f"gt/kernel{j}.png"
             raise KdiffError(f"{blurred.name} has no {missing} in {root}")
-        refs.append(ItemRef(f"im{i}_kernel{j}", i * 1000 + j, pair_loader(f"im{i}_kernel{j}", blurred, sharp, kernel)))
+        loader = checked(pair_loader(f"im{i}_kernel{j}", blurred, sharp, kernel))  # orientation and shift fitted
+        refs.append(ItemRef(f"im{i}_kernel{j}", i * 1000 + j, loader))
     return first(refs, limit)
 
 
@@ -49,7 +55,7 @@ class Levin:
         return load_levin(**options)
 
     def protocol(self, **options) -> dict:
-        return {"dataset": self.name}
+        return {"dataset": self.name, "kernel_fit": fit_protocol()}
 
 
 @hookimpl

@@ -19,6 +19,13 @@ class Alternating:
     name = "alternating"
     description = "classical MAP_{x,k}: coarse-to-fine alternating L0-gradient x-step / FFT k-step, then x = F(y, k)"
 
+    def validate_options(self, **options) -> None:
+        """Before any image: the kernel side against the size limit (``$KDIFF_MAX_KERNEL_SIZE``)."""
+        from kdiff_cli import limits
+
+        if options.get("kernel_size") is not None:
+            limits.check_kernel_size(_number("kernel_size", options["kernel_size"], 0), "--kernel-size")
+
     def run(
         self,
         y: torch.Tensor,

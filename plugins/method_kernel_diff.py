@@ -22,18 +22,31 @@ class KernelDiff:
     name = "kernel-diff"
     description = "Kernel-Diff: guided kernel diffusion + Stage II, then x = F(y, k) (the paper's method)"
     sampler = "ddim"
+    #: what the apps pass besides the user's options (``kdiff deblur``: device, callback, expected kernel size)
+    CONTEXT = ("device", "callback", "k_true", "expect_kernel_size")
+    #: memory per kernel sample, lower bound: the U-Net's activations with gradients per kernel pixel
+    #: (measured ~10 KB at 64x64 for the shipped network) and the solver's canvas per window pixel
+    #: (Stage II and guidance run F on the estimation window for every sample)
+    SAMPLE_BYTES_PER_KERNEL_PIXEL = 8192
+    SAMPLE_BYTES_PER_WINDOW_PIXEL = 384
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        """The options a user may give (``kdiff eval --method kernel-diff:KEY=VALUE``): the
+        :class:`~kdiff_cli.blind.settings.BlindSettings` fields, ``weights``, ``solver_weights``, ``device``."""
+        from kdiff_cli.blind.settings import BlindSettings
+
+        return set(BlindSettings.__dataclass_fields__) | {"weights", "solver_weights", "device"}
 
     @classmethod
     def validate_options(cls, **options):
         """Raise a one-line error for options that are not valid pipeline settings."""
+        from kdiff_cli import limits, plugins
         from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings
         from kdiff_cli.errors import KdiffError
 
         fields = BlindSettings.__dataclass_fields__
-        known = set(fields) | {"weights", "solver_weights", "device", "callback", "k_true", "expect_kernel_size"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise KdiffError(f"unknown {cls.name} option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        plugins.check_options(f"method {cls.name!r}", cls.option_names(), set(options) - set(cls.CONTEXT))
         settings = BlindSettings(**{k: v for k, v in options.items() if k in fields})
         settings.validate()
         # load (and cache) the network and the solver now, so bad weights fail before any image
@@ -41,6 +54,10 @@ class KernelDiff:
         expect = options.get("expect_kernel_size")
         if expect is not None and expect != model.kernel_size:
             raise KdiffError(f"--kernel-size {expect} does not match the weights' kernel size {model.kernel_size}")
+        S, window = model.kernel_size, settings.window
+        per_sample = cls.SAMPLE_BYTES_PER_KERNEL_PIXEL * S * S + cls.SAMPLE_BYTES_PER_WINDOW_PIXEL * window * window
+        limits.check_memory(settings.samples * per_sample, f"--samples {settings.samples} ({S}x{S} kernels, {window}x{window} window)",
+                            "lower --samples")
 
     @classmethod
     def run(cls, y, *, weights=None, solver_weights=None, device="cpu", callback=None, k_true=None, expect_kernel_size=None, **options):  # noqa: ARG003 (checked in validate_options)
@@ -53,8 +70,9 @@ class KernelDiff:
         from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings, settings_dict
 
         options.setdefault("sampler", cls.sampler)
-        if cls.sampler == UNGUIDED:  # the ablation ignores any --sampler choice
-            options["sampler"] = UNGUIDED
+        if cls.sampler == UNGUIDED:  # the ablation: the chosen sampler (default ddim) without guidance
+            options["sampler"] = options["sampler"] if options["sampler"] != UNGUIDED else KernelDiff.sampler
+            options["guidance"] = False
         settings = BlindSettings(**options)
         model, schedule, solver = _models(weights or DEFAULT_WEIGHTS, settings.solver, solver_weights, str(device))
         res = deblur_image(y.to(device), model, schedule, solver, settings, callback)

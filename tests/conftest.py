@@ -19,6 +19,10 @@ import torch
 
 os.environ.setdefault("KDIFF_PROGRESS", "0")
 torch.set_num_threads(1)
+if "KDIFF_CACHE_DIR" not in os.environ:  # caches (the lookup sampler's kernel bank) never touch the user's
+    import tempfile
+
+    os.environ["KDIFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="kdiff-test-cache-")
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,15 +12,24 @@ import os
 from pathlib import Path
 
 from kdiff_cli import files
+from kdiff_cli.errors import KdiffError
 from kdiff_cli.items import ItemRef
 
 __all__ = ["export"]
 
 
-def export(refs: list[ItemRef], out: str | os.PathLike, protocol: dict) -> Path:
+def export(refs: list[ItemRef], out: str | os.PathLike, protocol: dict, overwrite: bool = True) -> Path:
     """Write ``blurred/`` and ``sharp/`` (16-bit PNG), ``kernels/`` (16-bit PNG scaled to peak 1;
-    readers normalise to sum 1) and ``protocol.json``: a folder ``kdiff eval folder`` reads back."""
+    readers normalise to sum 1) and ``protocol.json``: a folder ``kdiff eval folder`` reads back.
+
+    ``overwrite`` False: a file of the export that exists already is an error, before any is written."""
     out = Path(out).expanduser()
+    if not overwrite:
+        targets = [out / "protocol.json"] + [out / sub / f"{r.id}.png" for r in refs for sub in ("blurred", "sharp", "kernels")]
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise KdiffError(f"--export would overwrite {existing[0]}{more}; pass --overwrite to replace, or choose another folder")
     for ref in refs:
         item = ref.load()
         files.write_image(out / "blurred" / f"{ref.id}.png", item.y, bit_depth=16)

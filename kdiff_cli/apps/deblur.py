@@ -6,8 +6,11 @@ Kernel-Diff by default). :func:`deblur_files` reads each input at its own bit de
 source for ``x`` and ``k`` (a :class:`kdiff_cli.blind.result.MethodResult`) and writes
 ``OUT/<stem>_deblurred.<ext>`` at the input's bit depth; an estimated kernel also gets
 ``<stem>_kernel.npy`` / ``.png`` and an entry in ``report.json`` (docs/report-json.md).
-A bad input is reported and skipped, the others still run; every output is written atomically
-and inputs are never overwritten.
+A bad input is reported and skipped, the others still run, and the files written for it are
+removed; every output is written atomically, inputs are never overwritten, and an existing output
+is replaced only with ``overwrite``. Whatever changes an input (alpha dropped, pixel values
+clipped, a kernel's negative entries clipped) is a :class:`~kdiff_cli.errors.KdiffWarning`,
+recorded in the input's ``warnings`` in report.json.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
-from kdiff_cli import files, plugins
+from kdiff_cli import files, limits, plugins
 from kdiff_cli.apps.deblur_report import report_entry, write_kernel, write_report
-from kdiff_cli.blind.final import deconvolve
+from kdiff_cli.blind.final import deconvolve, memory_estimate
 from kdiff_cli.blind.result import MethodResult
-from kdiff_cli.errors import KdiffError
+from kdiff_cli.errors import KdiffError, KdiffWarning
 from kdiff_cli.items import read_kernel
 
 #: suffix of the output file names
@@ -40,7 +43,9 @@ def load_kernel(path: str | os.PathLike) -> torch.Tensor:
     """A kernel file as a (1, 1, h, w) float32 tensor, nonnegative, summing to 1.
 
     ``.npy``: a 2-D float array (no pickles); any image format: a gray image (RGB is averaged).
-    An unreadable, non-2-D, all-zero or non-finite kernel raises :class:`KdiffError`.
+    An unreadable, non-2-D, all-zero or non-finite kernel raises :class:`KdiffError`; one larger
+    than the kernel size limit too (:mod:`kdiff_cli.limits`); negative entries are clipped with a
+    :class:`~kdiff_cli.errors.KdiffWarning`.
     """
     path = Path(path)
     if not path.is_file():
@@ -54,6 +59,7 @@ def load_kernel(path: str | os.PathLike) -> torch.Tensor:
         raise KdiffError(msg) from None
     if not np.isfinite(k).all():
         raise KdiffError(f"cannot read kernel {path}: contains NaN or infinite values")
+    limits.check_kernel_size(max(k.shape), f"kernel {path}: side")
     return torch.from_numpy(np.ascontiguousarray(k, dtype=np.float32))[None, None]
 
 
@@ -78,6 +84,25 @@ def expand_inputs(items: list[str]) -> list[Path]:
 def output_path(path: Path, out_dir: Path) -> Path:
     """``OUT/<stem>_deblurred.<ext>`` for input ``path``."""
     return out_dir / f"{path.stem}{SUFFIX}{path.suffix}"
+
+
+def item_outputs(path: Path, out_dir: Path, estimates: bool) -> list[Path]:
+    """Every file written for input ``path``: the image and, for an estimated kernel, its ``.npy`` and ``.png``."""
+    out = output_path(path, out_dir)
+    if not estimates:
+        return [out]
+    return [out, out.with_name(f"{path.stem}_kernel.npy"), out.with_name(f"{path.stem}_kernel.png")]
+
+
+def check_overwrite(paths: list[Path], out_dir: Path, estimates: bool) -> None:
+    """An output that exists before the run (not an input: :func:`plan_outputs`) is an error."""
+    targets = [o for p in paths for o in item_outputs(p, out_dir, estimates)]
+    if estimates:
+        targets.append(out_dir / "report.json")
+    existing = [t for t in targets if t.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise KdiffError(f"output {existing[0]} exists{more}; pass --overwrite to replace it, or choose another --out folder")
 
 
 def plan_outputs(paths: list[Path], out_dir: Path) -> dict[Path, Path]:
@@ -111,16 +136,24 @@ class KnownKernel:
 
     @classmethod
     def load(cls, kernel: str | os.PathLike, solver: str = "wiener", *, sigma: float | None = None,
-             solver_weights: str | os.PathLike | None = None, tile: int = 512, device: str = "auto") -> "KnownKernel":
-        """Check the options, read the kernel and load the solver (errors before any image is read)."""
+             solver_weights: str | os.PathLike | None = None, tile: int = 512, device: str = "auto",
+             center: str = "ndimage") -> "KnownKernel":
+        """Check the options, read the kernel and load the solver (errors before any image is read).
+
+        ``center``: the kernel file's centre convention (:data:`kdiff_cli.maths.ops.KERNEL_CENTERS`):
+        ``ndimage``, index ``size // 2`` (kdiff's, MATLAB conv2 'same', scipy.ndimage), or
+        ``signal`` (scipy.signal's 'same': an even side's centre one pixel earlier)."""
         from kdiff_cli.device import resolve_device
+        from kdiff_cli.maths.ops import from_center_convention
         from kdiff_cli.solvers import load_solver
 
         if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
             raise KdiffError(f"--sigma must be a finite number >= 0, got {sigma}")
         if tile < 16:
             raise KdiffError(f"--tile must be at least 16 pixels, got {tile}")
-        k = load_kernel(kernel)
+        k = from_center_convention(load_kernel(kernel), center)
+        if tile < 2 * max(k.shape[-2:]) + 1:
+            raise KdiffError(f"--tile must be at least 2 x the kernel size + 1 = {2 * max(k.shape[-2:]) + 1} pixels, got {tile}")
         dev = resolve_device(device)
         return cls(k, load_solver(solver, solver_weights, dev), sigma, tile, dev)
 
@@ -188,32 +221,42 @@ def deblur_files(
     *,
     kernel: str | os.PathLike | None = None,
     quality: str = "default",
+    overwrite: bool = True,
+    kernel_center: str = "ndimage",
 ) -> DeblurReport:
     """Deblur every file: ``<stem>_deblurred.<ext>``, and for an estimated kernel ``<stem>_kernel.npy``/``.png`` and ``report.json``.
 
     ``kernel``: a known kernel file (non-blind; ``options`` then give ``solver``,
     ``solver_weights``, ``sigma`` and ``tile``); otherwise ``method`` estimates it, with the
-    ``options`` its ``run`` declares. ``quality`` is recorded in the report. ``on_start(path)``,
+    ``options`` its ``run`` declares; ``kernel_center`` is the known kernel's centre convention
+    (``ndimage`` or ``signal``, :meth:`KnownKernel.load`). ``quality`` is recorded in the report. ``on_start(path)``,
     ``on_progress(stage, i, n, info)`` and ``on_done(path, error or None)`` report progress.
     Problems with the kernel, method, solver, weights, device, options or output plan raise
-    :class:`KdiffError` before any image is read; a problem with one input is recorded and skipped.
+    :class:`KdiffError` before any image is read; so does an existing output when ``overwrite`` is
+    False. A problem with one input is recorded and skipped, and the files written for it removed.
     """
     if not paths:
         raise KdiffError("no input images given")
     options = dict(options or {})
-    if kernel is not None:
-        source: KnownKernel | EstimatedKernel = KnownKernel.load(
-            kernel, options.get("solver", "wiener"), sigma=options.get("sigma"),
-            solver_weights=options.get("solver_weights"), tile=options.get("tile", 512), device=device,
-        )
-    else:
-        source = EstimatedKernel(method, options, device)
+    if kernel is None and kernel_center != "ndimage":
+        raise KdiffError("--kernel-center applies to a known kernel (--kernel) only")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise KdiffError(f"--out {out_dir} exists and is not a folder")
     sources = [Path(p) for p in paths]
     outputs = plan_outputs(sources, out_dir)
+    if not overwrite:
+        check_overwrite(sources, out_dir, estimates=kernel is None)
+    if kernel is not None:
+        source: KnownKernel | EstimatedKernel = KnownKernel.load(
+            kernel, options.get("solver", "wiener"), sigma=options.get("sigma"),
+            solver_weights=options.get("solver_weights"), tile=options.get("tile", 512), device=device,
+            center=kernel_center,
+        )
+    else:
+        source = EstimatedKernel(method, options, device)
     source.prepare()
+    tile = source.tile if isinstance(source, KnownKernel) else source.options.get("tile")
     report = DeblurReport()
 
     def callback(*args):  # methods report (stage, i, n, info) or (step, info)
@@ -228,32 +271,57 @@ def deblur_files(
     for p in sources:
         if on_start:
             on_start(p)
+        before = {o: _stat(o) for o in item_outputs(p, out_dir, source.estimates)}
+        caught: list[warnings.WarningMessage] = []
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", files.ImageWarning)  # alpha dropped: the output has none either
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", KdiffWarning)  # each input's notes, even when repeated
                 a, info = files.read_image(p)
-            y = files.to_tensor(a).to(source.device)
-            start = time.perf_counter()
-            result = source(p, y, callback)
-            seconds = time.perf_counter() - start
-            out = outputs[p]
+                y = files.to_tensor(a).to(source.device)
+                if tile is not None:
+                    H, W = y.shape[-2:]
+                    limits.check_memory(memory_estimate(tuple(y.shape), tile), f"{p} ({W}x{H}) in tiles of {tile}",
+                                        "lower --tile")
+                start = time.perf_counter()
+                result = source(p, y, callback)
+                seconds = time.perf_counter() - start
+                out = outputs[p]
+                if source.estimates:
+                    k_npy, k_png, shape = write_kernel(result.k, out.with_name(f"{p.stem}_kernel"))
+                img = files.write_image(out, files.to_numpy(result.x.clamp(0, 1)), info.bit_depth)
+            notes = [str(w.message) for w in caught if issubclass(w.category, KdiffWarning)]
             if source.estimates:
-                k_npy, k_png, shape = write_kernel(result.k, out.with_name(f"{p.stem}_kernel"))
-            img = files.write_image(out, files.to_numpy(result.x.clamp(0, 1)), info.bit_depth)
-            if source.estimates:
-                report.written += [img, k_npy, k_png]
                 settings = result.settings if result.settings is not None else source.options
-                report.entries[p.name] = report_entry(result, p, img, k_npy, method, settings, shape, quality, seconds)
-                write_report(out_dir / "report.json", report.entries)
+                report.entries[p.name] = report_entry(result, p, img, k_npy, method, settings, shape, quality, seconds, notes)
+                try:
+                    write_report(out_dir / "report.json", report.entries)
+                except KdiffError:
+                    del report.entries[p.name]
+                    raise
+                report.written += [img, k_npy, k_png]
             else:
                 report.written.append(img)
             err = None
         except KdiffError as e:
             err = str(e)
             report.failed.append((p, err))
+            for o, st in before.items():  # what this run wrote for the failed input
+                if _stat(o) != st and o.is_file():
+                    o.unlink(missing_ok=True)
+        for w in caught:  # shown now (the CLI prints a KdiffWarning as one line)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if on_done:
             on_done(p, err)
     return report
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """What identifies a file's version (inode, size, modification time), None when absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def deblur_nonblind(
@@ -267,6 +335,7 @@ def deblur_nonblind(
     device: str = "auto",
     tile: int = 512,
     callback: Callable[[Path, Path | None, str | None], None] | None = None,
+    overwrite: bool = True,
 ) -> DeblurReport:
     """:func:`deblur_files` with a known kernel; ``callback(input, output or None, error or None)`` after each file."""
     def done(p: Path, err: str | None) -> None:
@@ -274,10 +343,11 @@ def deblur_nonblind(
             callback(p, None if err else output_path(p, Path(out_dir)), err)
 
     options = {"solver": solver, "solver_weights": weights, "sigma": sigma, "tile": tile}
-    return deblur_files(paths, out_dir, options=options, device=device, on_done=done, kernel=kernel_path)
+    return deblur_files(paths, out_dir, options=options, device=device, on_done=done, kernel=kernel_path, overwrite=overwrite)
 
 
 __all__ = [
-    "SUFFIX", "load_kernel", "expand_inputs", "output_path", "plan_outputs", "KnownKernel", "EstimatedKernel",
+    "SUFFIX", "load_kernel", "expand_inputs", "output_path", "item_outputs", "check_overwrite", "plan_outputs",
+    "KnownKernel", "EstimatedKernel",
     "DeblurReport", "deblur_files", "deblur_nonblind",
 ]

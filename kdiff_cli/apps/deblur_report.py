@@ -41,6 +41,7 @@ class ReportEntry:
     roi: list[int] | None  # Kernel-Diff: x, y, w, h of the estimation window
     scale: int | None  # Kernel-Diff: 1 or 2, downscale factor of the estimate
     seconds: float  # time spent by the method on this image
+    warnings: list[str]  # what kdiff changed about the input or output (alpha dropped, values clipped, ...)
 
 
 def report_entry(
@@ -53,6 +54,7 @@ def report_entry(
     kernel_size: list[int],
     quality: str,
     seconds: float,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """The report.json entry of one input, as a JSON-ready dict (field order of :class:`ReportEntry`)."""
     est = result.estimate
@@ -74,6 +76,7 @@ def report_entry(
         roi=None if est is None else [int(v) for v in est.roi],
         scale=None if est is None else int(est.scale),
         seconds=round(seconds, 3),
+        warnings=list(warnings or []),
     )
     return asdict(entry)
 

@@ -28,6 +28,7 @@ class BlindSettings:
     refiner: str = "alternating"  # Stage II refiner plugin: alternating (measured default) or reblur (the paper's)
     refine_steps: int | None = None  # J: Stage II steps (None: the refiner's default; 0: no Stage II)
     classical: bool = True  # the MAP_k choice also weighs the classical alternating estimate of the window
+    guidance: bool = True  # Stage I steered by the reblur guidance (False: the unguided ablation, any sampler)
     solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
     guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
@@ -86,8 +87,8 @@ class BlindSettings:
 
     @property
     def guided(self) -> bool:
-        """Whether Stage I is steered by the reblur guidance (every sampler but :data:`UNGUIDED`)."""
-        return self.sampler != UNGUIDED
+        """Whether Stage I is steered by the reblur guidance (``guidance``, and any sampler but :data:`UNGUIDED`)."""
+        return self.guidance and self.sampler != UNGUIDED
 
     def effective_steps(self) -> int:
         """Reverse steps actually run: ``steps`` or the sampler's default."""

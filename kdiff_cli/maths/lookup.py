@@ -30,6 +30,8 @@ GENERATORS = (("borodenko", 0.6), ("boracchi-foi", 0.25), ("linear", 0.1), ("gau
 BANK_COUNT = 8000
 #: the bank's seed (a fixed bank: the same y gives the same candidates in every run)
 BANK_SEED = 7
+#: version of the bank's content and features (part of the cache file's name)
+BANK_VERSION = 1
 
 
 def features(cue: torch.Tensor) -> torch.Tensor:
@@ -58,18 +60,22 @@ class Match:
 
 
 class KernelBank:
-    """Kernels (N, S, S) and their cue features, searched by cosine similarity."""
+    """Kernels (N, S, S) and their cue features (computed unless given), searched by cosine similarity."""
 
-    def __init__(self, kernels: torch.Tensor, chunk: int = 1000):
+    def __init__(self, kernels: torch.Tensor, chunk: int = 1000, feats: torch.Tensor | None = None):
         if kernels.dim() != 3 or kernels.shape[-1] != kernels.shape[-2]:
             raise KdiffError(f"a kernel bank is (N, S, S), got shape {tuple(kernels.shape)}")
         self.kernels = kernels.float()
         self.size = int(kernels.shape[-1])
-        parts = []
-        for i in range(0, len(kernels), chunk):
-            k = self.kernels[i : i + chunk, None]
-            parts.append(features(cues.kernel_autocorrelation(k, self.size)).half())
-        self.features = torch.cat(parts)
+        if feats is None:
+            parts = []
+            for i in range(0, len(kernels), chunk):
+                k = self.kernels[i : i + chunk, None]
+                parts.append(features(cues.kernel_autocorrelation(k, self.size)).half())
+            feats = torch.cat(parts)
+        if feats.shape != (len(kernels), 2 * self.size**2):
+            raise KdiffError(f"kernel bank features of shape {tuple(feats.shape)} do not match {len(kernels)} kernels")
+        self.features = feats.half()
 
     def __len__(self) -> int:
         return len(self.kernels)
@@ -101,8 +107,30 @@ def make_bank(size: int, count: int = BANK_COUNT, seed: int = BANK_SEED, generat
 
 @functools.lru_cache(maxsize=2)
 def default_bank(size: int) -> KernelBank:
-    """The shared bank for ``size`` px kernels, built once per process (a few seconds)."""
-    return make_bank(size)
+    """The shared bank for ``size`` px kernels: loaded from kdiff's cache folder, else built (a few
+    seconds on two cores) and cached there (``kernel-bank-*.safetensors``, about 200 MB for 64 px;
+    ``$KDIFF_CACHE_DIR`` moves it). An unreadable cache is rebuilt; an unwritable one is skipped."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    from kdiff_cli.files import atomic_path
+    from kdiff_cli.items import cache_dir
+
+    mix = "-".join(f"{n}{w:g}" for n, w in GENERATORS)
+    path = cache_dir() / f"kernel-bank-v{BANK_VERSION}-{size}px-{BANK_COUNT}-seed{BANK_SEED}-{mix}.safetensors"
+    try:
+        arrays = load_file(str(path))
+        return KernelBank(arrays["kernels"].float(), feats=arrays["features"])
+    except (OSError, KeyError, SafetensorError, KdiffError):
+        pass
+    built = make_bank(size)
+    bank = KernelBank(built.kernels.half().float(), feats=built.features)  # exactly what the cache holds
+    try:
+        with atomic_path(path) as tmp:
+            save_file({"kernels": bank.kernels.half(), "features": bank.features.contiguous()}, str(tmp))
+    except OSError:
+        pass
+    return bank
 
 
 def candidates(y: torch.Tensor, size: int, bank: KernelBank | None = None) -> torch.Tensor:

@@ -2,6 +2,9 @@
 
 Plain functions on NumPy arrays; the metric plugins (``plugins/metric_*.py``) wrap them.
 :func:`psnr_batch` is PSNR on torch batches, for the validation figures of training.
+:func:`align` is the one alignment: the best integer shift of an estimate within ``max_shift``
+pixels, scored over the interior ``border`` pixels in (default 10 and 15), intensities unchanged;
+``psnr_aligned``, ``ssim_aligned`` and Levin's error ratio use it.
 
 * images: ``(H, W, C)`` (or ``(H, W)``) float arrays in [0, 1]; the estimate is clipped to [0, 1];
 * kernels: ``(h, w)`` nonnegative arrays (any scale; sizes may differ).
@@ -13,6 +16,9 @@ Metric component protocol (kind ``metric``)::
     higher_is_better: bool
     compute(estimate, reference) -> float  # image/kernel metrics, one image
     # optional:
+    columns: tuple[str, ...]               # several values per image: compute() returns {column: value}
+    params: dict                           # options compute() takes as keywords, with their defaults
+    validate_options(**params) -> None     # raise KdiffError for bad options (before anything runs)
     set_level: bool                        # True: compute_set(estimates, references) over all images (FID)
     available(weights_dir) -> str | None   # None when usable, else why not and how to fix it
     summary(values) -> dict[str, float]    # extra columns from the per-image values
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.fft as scipy_fft
 import torch
 
 from kdiff_cli.maths import ops
@@ -38,6 +45,9 @@ from kdiff_cli.errors import KdiffError
 #: torch hub file names of the backbones that LPIPS (AlexNet) and FID (Inception v3) need
 LPIPS_ALEX_FILE = "alexnet-owt-7be5be79.pth"
 FID_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+#: aligned scores: the best integer shift within ALIGN_MAX_SHIFT pixels, ALIGN_BORDER pixels cropped
+ALIGN_MAX_SHIFT = 10
+ALIGN_BORDER = 15
 
 
 @dataclass
@@ -119,34 +129,98 @@ def mnc(k_est: np.ndarray, k_true: np.ndarray) -> float:
     return float(ops.mnc(torch.from_numpy(as_kernel(k_est)), torch.from_numpy(as_kernel(k_true))))
 
 
+# --------------------------------------------------------------------------- alignment
+
+
+def check_alignment(max_shift, border) -> tuple[int, int]:
+    """Validate the alignment options: integers with ``0 <= max_shift <= border``."""
+    for name, v in (("max_shift", max_shift), ("border", border)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise KdiffError(f"{name} must be an integer >= 0, got {v!r}")
+    if max_shift > border:
+        raise KdiffError(f"border ({border}) must be at least max_shift ({max_shift}): every shift is scored on the same window")
+    return int(max_shift), int(border)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The best integer shift of an estimate onto a reference: ``estimate[i + dy, j + dx]`` is
+    compared with ``reference[i, j]`` over the reference's interior (``border`` pixels cropped)."""
+
+    dy: int
+    dx: int
+    ssd: float  # sum of squared differences at that shift (exact, not the FFT's)
+    estimate: np.ndarray  # the shifted estimate's window (h, w, C), clipped to [0, 1]
+    reference: np.ndarray  # the reference's interior (h, w, C)
+
+
+def align(estimate: np.ndarray, reference: np.ndarray, max_shift: int = ALIGN_MAX_SHIFT, border: int = ALIGN_BORDER) -> Alignment:
+    """Best integer shift within ``max_shift`` pixels (smallest SSD), all shifts scored at once.
+
+    The reference's interior ``reference[border:-border, border:-border]`` is compared with the
+    estimate's window at every shift ``|dy|, |dx| <= max_shift`` (so ``border >= max_shift``:
+    every window lies inside the image). The SSDs of all shifts come from one FFT correlation and
+    an integral image; among equal SSDs the smallest shift wins. Intensities are not rescaled.
+    """
+    a, b = _pair(estimate, reference)
+    s, B = check_alignment(max_shift, border)
+    H, W, C = b.shape
+    if H <= 2 * B or W <= 2 * B:
+        raise KdiffError(f"image {W}x{H} too small for alignment with a {B}-pixel border (options border, max_shift)")
+    h, w = H - 2 * B, W - 2 * B
+    ref = b[B : H - B, B : W - B]
+    region = a[B - s : H - B + s, B - s : W - B + s]  # (h + 2s, w + 2s, C)
+    n = 2 * s + 1
+    # cross[ty, tx] = sum region[i + ty, j + tx] ref[i, j]: a valid correlation, exact in an FFT of size >= region
+    P = (scipy_fft.next_fast_len(h + 2 * s, real=True), scipy_fft.next_fast_len(w + 2 * s, real=True))
+    F = scipy_fft.rfft2(region, s=P, axes=(0, 1)) * np.conj(scipy_fft.rfft2(ref, s=P, axes=(0, 1)))
+    cross = scipy_fft.irfft2(F.sum(axis=2), s=P)[:n, :n]
+    # energy of every window: an integral image of region^2
+    S = np.zeros((h + 2 * s + 1, w + 2 * s + 1))
+    S[1:, 1:] = np.cumsum(np.cumsum((region**2).sum(axis=2), axis=0), axis=1)
+    energy = S[h : h + n, w : w + n] - S[:n, w : w + n] - S[h : h + n, :n] + S[:n, :n]
+    ref2 = float(np.sum(ref**2))
+    ssd = energy - 2.0 * cross + ref2
+    tol = 1e-9 * (ref2 + float(energy.max()) + 1.0)  # FFT rounding: treat near-equal SSDs as ties
+    t = np.arange(-s, s + 1)
+    size = t[:, None] ** 2 + t[None, :] ** 2
+    ties = ssd <= ssd.min() + tol
+    iy, ix = np.unravel_index(np.argmin(np.where(ties, size, np.iinfo(np.int64).max)), ssd.shape)
+    dy, dx = int(iy) - s, int(ix) - s
+    win = a[B + dy : H - B + dy, B + dx : W - B + dx]
+    return Alignment(dy, dx, float(np.sum((win - ref) ** 2)), win, ref)
+
+
+def psnr_aligned(estimate: np.ndarray, reference: np.ndarray, max_shift: int = ALIGN_MAX_SHIFT, border: int = ALIGN_BORDER) -> float:
+    """PSNR after the best integer alignment (:func:`align`), on the interior only."""
+    al = align(estimate, reference, max_shift, border)
+    return psnr(al.estimate, al.reference)
+
+
+def ssim_aligned(estimate: np.ndarray, reference: np.ndarray, max_shift: int = ALIGN_MAX_SHIFT, border: int = ALIGN_BORDER) -> float:
+    """SSIM at the shift of smallest SSD (:func:`align`), on the interior only."""
+    al = align(estimate, reference, max_shift, border)
+    return ssim(al.estimate, al.reference)
+
+
 # --------------------------------------------------------------------------- Levin et al. error ratio
 
 
-def best_aligned_ssd(estimate: np.ndarray, reference: np.ndarray, max_shift: int) -> float:
-    """Sum of squared differences after the best integer shift within ``max_shift`` pixels.
-
-    Every shift is scored on the same interior window (a ``max_shift`` border is left out), so a
-    deblurred image that is only translated (a shifted kernel estimate) is not penalised.
-    """
-    a, b = _pair(estimate, reference)
-    s = int(max_shift)
-    H, W = b.shape[:2]
-    if H <= 2 * s or W <= 2 * s:
-        raise KdiffError(f"image {H}x{W} too small for alignment within {s} pixels")
-    ref = b[s : H - s, s : W - s]
-    best = np.inf
-    for dy in range(-s, s + 1):
-        for dx in range(-s, s + 1):
-            win = a[s + dy : H - s + dy, s + dx : W - s + dx]
-            best = min(best, float(np.sum((win - ref) ** 2)))
-    return best
+def best_aligned_ssd(estimate: np.ndarray, reference: np.ndarray, max_shift: int, border: int | None = None) -> float:
+    """Sum of squared differences after the best integer shift within ``max_shift`` pixels, over
+    the interior ``border`` pixels in (default ``max_shift``): :func:`align`'s SSD, so a deblurred
+    image that is only translated (a shifted kernel estimate) is not penalised."""
+    return align(estimate, reference, max_shift, max_shift if border is None else border).ssd
 
 
-def error_ratio(x_with_estimate: np.ndarray, x_with_truth: np.ndarray, x: np.ndarray, max_shift: int = 5) -> float:
+def error_ratio(
+    x_with_estimate: np.ndarray, x_with_truth: np.ndarray, x: np.ndarray, max_shift: int = ALIGN_MAX_SHIFT,
+    border: int = ALIGN_BORDER,
+) -> float:
     """Levin et al. (2009): SSD of the image deconvolved with the estimated kernel over the SSD of
     the image deconvolved (by the same solver) with the true kernel, each after best alignment."""
-    num = best_aligned_ssd(x_with_estimate, x, max_shift)
-    den = best_aligned_ssd(x_with_truth, x, max_shift)
+    num = best_aligned_ssd(x_with_estimate, x, max_shift, border)
+    den = best_aligned_ssd(x_with_truth, x, max_shift, border)
     if den == 0.0:
         return 1.0 if num == 0.0 else float("inf")
     return num / den

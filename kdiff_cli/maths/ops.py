@@ -202,6 +202,25 @@ def center_kernel(k: torch.Tensor) -> torch.Tensor:
     return torch.stack(out).reshape(k.shape) if out else k
 
 
+#: where a kernel file puts its centre: ``ndimage`` (kdiff's: index ``size // 2``, as MATLAB's
+#: ``conv2(..., 'same')`` and ``scipy.ndimage``) or ``signal`` (``scipy.signal``'s ``'same'``:
+#: index ``(size - 1) // 2``, one pixel earlier for an even side)
+KERNEL_CENTERS = ("ndimage", "signal")
+
+
+def from_center_convention(k: torch.Tensor, center: str = "ndimage") -> torch.Tensor:
+    """``k`` (..., h, w) with its centre at index ``size // 2`` (kdiff's convention), given the
+    convention ``center`` it was written in. ``signal``: an even side gets one zero row (column)
+    in front, so the pixel scipy.signal treats as the centre lands at ``size // 2`` (the side
+    becomes odd; nothing is cut or wrapped). Odd sides are the same in both conventions."""
+    if center not in KERNEL_CENTERS:
+        raise KdiffError(f"unknown kernel centre convention {center!r} (choose from {', '.join(KERNEL_CENTERS)})")
+    h, w = k.shape[-2:]
+    if center == "ndimage" or (h % 2 and w % 2):
+        return k
+    return F.pad(k, (1 - w % 2, 0, 1 - h % 2, 0))
+
+
 def resize_kernel_canvas(k: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad or crop the last two dims to ``size x size`` keeping the centre pixel aligned."""
     h, w = k.shape[-2:]

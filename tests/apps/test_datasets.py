@@ -14,7 +14,7 @@ from kdiff_cli.apps import datasets
 from kdiff_cli import files, plugins
 from kdiff_cli.maths import ops, protocol
 from kdiff_plugins import ds_bsd100, ds_folder, ds_levin
-from kdiff_cli.errors import KdiffError
+from kdiff_cli.errors import KdiffError, KdiffWarning
 
 IDS = ds_bsd100.BSD100_IDS[:6]  # the images of fake_bsd (conftest.py)
 SMALL = {"crop": 48, "kernel_size": 9, "generator": "borodenko"}
@@ -289,6 +289,48 @@ def test_levin_layout(smooth_texture, tmp_path):
         ds_levin.load_levin(tmp_path / "gt")
 
 
+def _asymmetric_kernel() -> np.ndarray:
+    k = np.zeros((9, 9))
+    k[4, 1:7] = 1.0
+    k[1:4, 6] = 0.5
+    k[4, 1] = 3.0
+    return k / k.sum()
+
+
+def _blurred(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    return ops.conv2d(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()), torch.from_numpy(k)[None, None])[0].numpy().transpose(1, 2, 0)
+
+
+def test_levin_kernel_stored_rotated_is_detected_and_corrected(shapes_scene, tmp_path):
+    """A Levin copy whose kernel file is stored rotated by 180 degrees (correlation orientation)."""
+    k = _asymmetric_kernel()
+    x = shapes_scene(np.random.default_rng(2), 64)[0].numpy().transpose(1, 2, 0)
+    (tmp_path / "gt").mkdir()
+    files.write_image(tmp_path / "gt" / "im1.png", x, bit_depth=16)
+    files.write_image(tmp_path / "gt" / "kernel1.png", k[::-1, ::-1] / k.max(), bit_depth=16)  # stored rotated
+    files.write_image(tmp_path / "gt" / "kernel2.png", k / k.max(), bit_depth=16)  # stored right
+    for j in (1, 2):
+        files.write_image(tmp_path / f"im1_kernel{j}_img.png", _blurred(x, k), bit_depth=16)
+    rotated, right = (r.load() for r in ds_levin.load_levin(tmp_path))
+    assert rotated.meta["kernel_fit"]["rotated"] is True and rotated.meta["kernel_fit"]["corrected"] is True
+    assert right.meta["kernel_fit"]["corrected"] is False
+    for item in (rotated, right):
+        assert np.allclose(item.k, k, atol=1e-4) and item.meta["kernel_fit"]["explained"] is True
+    assert plugins.get("dataset", "levin").protocol()["kernel_fit"]["max_shift"] == 10
+
+
+def test_folder_kernel_shifted_is_recentred(shapes_scene, tmp_path):
+    k = _asymmetric_kernel()
+    x = shapes_scene(np.random.default_rng(3), 64)[0].numpy().transpose(1, 2, 0)
+    files.write_image(tmp_path / "sharp" / "a.png", x, bit_depth=16)
+    files.write_image(tmp_path / "blurred" / "a.png", _blurred(x, k), bit_depth=16)
+    (tmp_path / "kernels").mkdir()
+    np.save(tmp_path / "kernels" / "a.npy", np.roll(k, (-1, 1), axis=(0, 1)))  # stored 1 px up and right
+    item = ds_folder.load_folder(tmp_path)[0].load()
+    assert item.meta["kernel_fit"]["shift"] == [1, -1] and not item.meta["kernel_fit"]["rotated"]
+    assert np.allclose(item.k, k)
+
+
 def test_folder_layout_and_errors(smooth_texture, tmp_path):
     rng = np.random.default_rng(4)
     for name in ("a", "b"):
@@ -297,7 +339,8 @@ def test_folder_layout_and_errors(smooth_texture, tmp_path):
     (tmp_path / "kernels").mkdir()
     np.save(tmp_path / "kernels" / "a.npy", np.ones((3, 3)))
     refs = ds_folder.load_folder(tmp_path)
-    a, b = (r.load() for r in refs)
+    with pytest.warns(KdiffWarning, match="a: neither orientation of the kernel explains the pair"):  # unrelated images
+        a, b = (r.load() for r in refs)
     assert a.k.shape == (3, 3) and a.k.sum() == pytest.approx(1.0) and b.k is None
     files.write_image(tmp_path / "blurred" / "c.png", smooth_texture(rng, 20, 24))
     with pytest.raises(KdiffError, match="blurred/c.png has no partner"):

@@ -83,7 +83,11 @@ def test_unguided_and_alternating_methods(run, tiny_weights, photos):
     r = run(photos / "a.png", "--out", photos / "o6", "--weights", tiny_weights, "--method", "unguided", *FAST)
     assert r.exit_code == 0, r.output
     rep = json.loads((photos / "o6" / "report.json").read_text())
-    assert rep["a.png"]["settings"]["sampler"] == "unguided"
+    assert rep["a.png"]["settings"]["guidance"] is False  # the chosen sampler, without the reblur guidance
+    # the same kernel as the unguided sampler (DDIM without guidance) gives
+    r = run(photos / "a.png", "--out", photos / "o6b", "--weights", tiny_weights, "--sampler", "unguided", *FAST)
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(photos / "o6" / "a_kernel.npy"), np.load(photos / "o6b" / "a_kernel.npy"))
 
 
 def test_downscaled_pass_doubles_kernel_canvas(run, tiny_weights, photos):
@@ -194,7 +198,7 @@ REPORT_TYPES = {
     "input": (str,), "output": (str,), "kernel": (str,), "method": (str,), "quality": (str,), "settings": (dict,),
     "kernel_size": (list,), "residual": (float, None), "residuals": (list, None), "round_residuals": (list, None),
     "kept": (str, None), "classical_residual": (float, None), "agreement": (float, None),
-    "final_sigma": (float, None), "roi": (list, None), "scale": (int, None), "seconds": (float,),
+    "final_sigma": (float, None), "roi": (list, None), "scale": (int, None), "seconds": (float,), "warnings": (list,),
 }
 
 

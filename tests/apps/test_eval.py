@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from kdiff_cli.apps import evaluate
+from kdiff_cli.apps.evaluate.specs import resolve_metrics
 from kdiff_cli.items import Item
-from kdiff_plugins import ds_bsd100
+from kdiff_plugins import ds_bsd100, ds_levin
 from kdiff_cli import files, plugins
-from kdiff_cli.maths import ops
-from kdiff_cli.errors import KdiffError
+from kdiff_cli.maths import metrics, ops
+from kdiff_cli.maths.metrics import Result
+from kdiff_cli.errors import KdiffError, KdiffWarning
 
 SMALL = {"crop": 48, "kernel_size": 9}
 needs_wiener = pytest.mark.skipif("wiener" not in plugins.names("solver"), reason="the wiener solver is not registered yet")
@@ -115,7 +117,7 @@ def test_blurred_end_to_end_and_outputs(fake_bsd, tmp_path, empty_hub):
     assert row[header.index("LPIPS ↓")] == "n/a" and row[header.index("FID ↓")] == "n/a"
     assert any("lpips: n/a" in n for n in report.notes())
     csv = (out / "metrics.csv").read_text().splitlines()
-    assert csv[0] == "image,method,psnr,ssim,lpips,fid,mnc" and len(csv) == 1 + 3 + 1
+    assert csv[0] == "image,method,psnr,psnr_aligned,ssim,ssim_aligned,lpips,fid,mnc" and len(csv) == 1 + 3 + 1
     assert csv[-1].startswith("mean,blurred,") and ",n/a,n/a," in csv[-1]
     # grid: header band + 2 rows of 256 px tiles; columns: blurred (true kernel), ground truth
     grid, _ = files.read_image(out / "grid.png")
@@ -179,6 +181,100 @@ def test_levin_error_ratio_is_one_for_the_true_kernel(tmp_path, empty_hub):
     assert "success@3 ↑" in report.table_header()
 
 
+def test_aligned_columns_options_and_rescoring(fake_bsd, tmp_path, empty_hub):
+    """PSNR and SSIM as is and aligned, side by side; the table says which; new alignment options
+    rescore the cached estimates without running the methods again."""
+    report = _run(fake_bsd, tmp_path / "R", metrics="psnr,ssim", limit=2)
+    assert report.table_header() == ["method", "PSNR ↑", "PSNR aligned ↑", "SSIM ↑", "SSIM aligned ↑", "s/img"]
+    assert "aligned (psnr_aligned, ssim_aligned): scored after the best integer shift within 10 px, 15 px border cropped" in report.notes()[0]
+    doc = json.loads((tmp_path / "R" / "metrics.json").read_text())
+    assert doc["metrics"]["psnr"]["params"] == {"border": 15, "max_shift": 10}
+    assert doc["metrics"]["psnr"]["columns"] == ["psnr", "psnr_aligned"]
+    items = [r.load() for r in ds_bsd100.load_bsd100(fake_bsd, limit=2, **SMALL)]
+    expected = np.mean([metrics.psnr_aligned(it.y, it.x) for it in items])
+    assert doc["mean"]["blurred"]["psnr_aligned"] == pytest.approx(expected, abs=1e-9)
+    assert set(doc["per_image"]["3096"]["blurred"]) == {"psnr", "psnr_aligned", "ssim", "ssim_aligned"}
+    again = evaluate.run("bsd100", {"data_dir": fake_bsd, **SMALL}, methods="blurred", metrics="psnr,ssim:border=4",
+                         metric_opts=["max_shift=2"], limit=2, out=tmp_path / "R", device="cpu", grid=0)
+    assert again.computed == 0 and again.mean["blurred"]["psnr"] == report.mean["blurred"]["psnr"]
+    assert again.mean["blurred"]["psnr_aligned"] == pytest.approx(np.mean([metrics.psnr_aligned(it.y, it.x, 2, 15) for it in items]), abs=1e-9)
+    assert again.mean["blurred"]["ssim_aligned"] == pytest.approx(np.mean([metrics.ssim_aligned(it.y, it.x, 2, 4) for it in items]), abs=1e-9)
+    rec = json.loads((tmp_path / "R" / "blurred" / "3096.json").read_text())
+    assert rec["metric_params"]["ssim"] == {"border": 4, "max_shift": 2}
+    assert [n for n in again.notes() if n.startswith("aligned")] == [
+        "aligned (psnr_aligned): scored after the best integer shift within 2 px, 15 px border cropped (--metric-opt max_shift=N, --metric-opt border=N)",
+        "aligned (ssim_aligned): scored after the best integer shift within 2 px, 4 px border cropped (--metric-opt max_shift=N, --metric-opt border=N)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "names,opts,message",
+    [
+        (["psnr:radius=2"], [], "metric 'psnr' takes no option 'radius'"),
+        (["mnc"], ["border=3"], "no metric in --metric takes option 'border'"),
+        (["psnr"], ["ssim.border=3"], "no metric 'ssim' in --metric"),
+        (["psnr", "mnc"], ["mnc.border=3"], "metric 'mnc' takes no option 'border'"),
+        (["psnr", "psnr:border=20"], [], "metric 'psnr' given twice"),
+        (["psnr"], ["border"], "KEY=VALUE"),
+        (["ssim"], ["max_shift=16"], r"border \(15\) must be at least max_shift \(16\)"),
+        (["error-ratio:max_shift=-1"], [], "max_shift must be an integer >= 0"),
+    ],
+)
+def test_metric_option_errors(names, opts, message):
+    with pytest.raises(KdiffError, match=message):
+        resolve_metrics(names, None, "cpu", opts)
+
+
+def _levin_rotated(root, shapes_scene):
+    """A Levin copy with one 64 x 64 image and its 9 x 9 asymmetric kernel stored rotated by 180 degrees."""
+    k = np.zeros((9, 9))
+    k[4, 1:7] = 1.0
+    k[1:4, 6] = 0.5
+    k[4, 1] = 3.0
+    k /= k.sum()
+    x = shapes_scene(np.random.default_rng(5), 64)[0].numpy().transpose(1, 2, 0)
+    (root / "gt").mkdir(parents=True)
+    files.write_image(root / "gt" / "im1.png", x, bit_depth=16)
+    files.write_image(root / "gt" / "kernel1.png", k[::-1, ::-1] / k.max(), bit_depth=16)
+    y = ops.conv2d(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()), torch.from_numpy(k)[None, None])
+    files.write_image(root / "im1_kernel1_img.png", y[0].numpy().transpose(1, 2, 0), bit_depth=16)
+    return k
+
+
+@needs_wiener
+def test_levin_rotated_kernel_corrected_recorded_and_used_by_the_error_ratio(tmp_path, shapes_scene, empty_hub):
+    k = _levin_rotated(tmp_path / "D", shapes_scene)
+    report = evaluate.run("levin", {"data_dir": tmp_path / "D"}, methods="blurred,oracle", out=tmp_path / "R", device="cpu", grid=0)
+    doc = json.loads((tmp_path / "R" / "metrics.json").read_text())
+    fit = doc["ground_truth"]["im1_kernel1"]
+    assert fit["rotated"] is True and fit["corrected"] is True and fit["explained"] is True
+    assert fit["residual"] < 0.01 < fit["residual_as_stored"]
+    assert doc["protocol"]["kernel_fit"] == {"max_shift": 10, "orientation": ["as stored", "rotated 180"], "threshold": 0.15}
+    assert any(n.startswith("ground truth: 1 of 1 kernels corrected to fit their pairs (rotated 180 degrees: im1_kernel1)") for n in report.notes())
+    assert np.allclose(np.load(tmp_path / "R" / "oracle" / "im1_kernel1_k.npy"), k, atol=1e-4)  # the oracle got the fitted kernel
+    assert report.mean["oracle"]["psnr"] > report.mean["blurred"]["psnr"] + 5
+    # the error ratio's denominator is the corrected kernel: the true kernel scores 1, the stored one worse
+    item = ds_levin.load_levin(tmp_path / "D")[0].load()
+    ratio = plugins.get("metric", "error-ratio")
+    assert ratio.compute(Result(item.x, k), item) == pytest.approx(1.0, abs=1e-3)
+    assert ratio.compute(Result(item.x, k[::-1, ::-1].copy()), item) > 1.5
+    # a cached re-run loads no item and writes the same metrics.json, fits included
+    before = (tmp_path / "R" / "metrics.json").read_bytes()
+    again = evaluate.run("levin", {"data_dir": tmp_path / "D"}, methods="blurred,oracle", out=tmp_path / "R", device="cpu", grid=0)
+    assert again.computed == 0 and (tmp_path / "R" / "metrics.json").read_bytes() == before
+
+
+def test_levin_unexplained_pair_is_a_warning_and_a_note(tmp_path, shapes_scene, empty_hub):
+    _levin_rotated(tmp_path / "D", shapes_scene)
+    k = np.zeros((9, 9))
+    k[1:8, 4] = 1  # a vertical line: not the blur of the pair
+    files.write_image(tmp_path / "D" / "gt" / "kernel1.png", k, bit_depth=16)
+    with pytest.warns(KdiffWarning, match="im1_kernel1: neither orientation of the kernel explains the pair"):
+        report = evaluate.run("levin", {"data_dir": tmp_path / "D"}, methods="blurred", metrics="psnr", out=tmp_path / "R", device="cpu", grid=0)
+    assert report.ground_truth["im1_kernel1"]["explained"] is False
+    assert "warning: 1 pairs not explained by their kernel in either orientation (im1_kernel1): wrong kernel or spatially varying blur" in report.notes()
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -201,11 +297,24 @@ def test_cli_eval_and_export(cli, fake_bsd, tmp_path, empty_hub):
         (["--metric", "nope"], "unknown metric 'nope'"),
         (["--crop", "4"], "--crop must be >= 8"),
         (["--generator", "nope"], "unknown generator 'nope'"),
+        (["--metric", "psnr", "--metric-opt", "border=3", "--metric-opt", "max_shift=5"], "border (3) must be at least max_shift (5)"),
+        (["--metric-opt", "radius=3"], "no metric in --metric takes option 'radius'"),
     ],
 )
 def test_cli_errors_are_one_line(cli, fake_bsd, tmp_path, extra, message):
     res = cli("eval", "bsd100", "--data-dir", fake_bsd, "--limit", "1", "--method", "blurred", "--out", tmp_path / "R", *extra)
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_cli_metric_options(cli, fake_bsd, tmp_path, empty_hub):
+    res = cli("eval", "bsd100", "--data-dir", fake_bsd, "--limit", "1", "--crop", "48", "--kernel-size", "9", "--method", "blurred",
+              "--metric", "psnr,ssim:border=6", "--metric-opt", "max_shift=3", "--metric-opt", "psnr.border=5",
+              "--out", tmp_path / "R", "--device", "cpu", "--grid", "0")
+    assert res.exit_code == 0, res.output
+    assert "within 3 px, 5 px border cropped" in res.output and "within 3 px, 6 px border cropped" in res.output
+    doc = json.loads((tmp_path / "R" / "metrics.json").read_text())
+    assert doc["metrics"]["psnr"]["params"] == {"border": 5, "max_shift": 3}
+    assert doc["metrics"]["ssim"]["params"] == {"border": 6, "max_shift": 3}
 
 
 def test_cli_option_that_does_not_apply(cli, tmp_path):

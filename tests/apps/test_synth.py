@@ -182,7 +182,7 @@ def test_cli_failure_in_workers_keeps_an_existing_output(cli, tmp_path, small_ch
     out = tmp_path / "k.npz"
     out.write_bytes(b"previous")
     res = cli("synth-kernels", "--generator", "borodenko", "--count", 50, "--size", 8, "--out", out, "--workers", 2,
-              "--param", "intensity=2")
+              "--param", "intensity=2", "--overwrite")
     assert res.exit_code == 2 and res.output.startswith("error: parameter intensity must be in")
     assert out.read_bytes() == b"previous" and os.listdir(tmp_path) == ["k.npz"]
 

@@ -76,3 +76,54 @@ def test_train_terminated_exits_143_without_temp_files(tmp_path):
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "error: terminated (SIGTERM)" and "Traceback" not in err
     assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+
+
+def _tiny_photo(path, seed=0, h=64, w=64):
+    import numpy as np
+
+    from kdiff_cli import files
+
+    base = np.random.default_rng(seed).random((h // 8, w // 8, 3)).astype(np.float32)
+    files.write_image(path, np.kron(base, np.ones((8, 8, 1), np.float32)), 8)
+    return path
+
+
+def test_deblur_terminated_keeps_finished_outputs_and_leaves_no_temp_file(tmp_path, tiny_weights):
+    """The first image is deblurred; the second is a named pipe that blocks on reading, where
+    SIGTERM arrives: the finished outputs stay, nothing half-written, no process left."""
+    first = _tiny_photo(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b.png")
+    out = tmp_path / "out"
+    args = ["deblur", str(first), str(tmp_path / "b.png"), "--out", str(out), "--weights", str(tiny_weights),
+            "--steps", "2", "--refine-steps", "1", "--downscale", "1", "--device", "cpu"]
+    proc = _start(args, tmp_path, lambda: (out / "report.json").exists())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["error: terminated (SIGTERM)"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_deblurred.png", "a_kernel.npy", "a_kernel.png", "report.json"]
+    time.sleep(0.5)
+    assert _processes_mentioning(str(out)) == []
+
+
+def test_eval_terminated_mid_sampling_exits_143_without_temp_files(tmp_path, tiny_weights):
+    """Two kernel-diff columns: the first finishes the item (its record is the signal to go), the
+    second is sampling 1000 DDPM steps when SIGTERM arrives."""
+    for sub in ("blurred", "sharp"):
+        (tmp_path / "ds" / sub).mkdir(parents=True)
+        _tiny_photo(tmp_path / "ds" / sub / "a.png")
+    out = tmp_path / "R"
+    quick = f"kernel-diff:weights={tiny_weights}:steps=2:refine_steps=1:downscale=1"
+    slow = f"kernel-diff:weights={tiny_weights}:sampler=ddpm:steps=1000:downscale=1"
+    args = ["eval", "folder", "-d", str(tmp_path / "ds"), "--method", f"{quick},{slow}", "--metric", "psnr",
+            "--out", str(out), "--device", "cpu"]
+    proc = _start(args, tmp_path, lambda: any(out.glob("*/a.json")))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["error: terminated (SIGTERM)"]
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert not (out / "metrics.json").exists()  # no report of a run that did not finish
+    assert len(list(out.glob("*/a.json"))) == 1  # the finished column stays cached for a re-run
+    time.sleep(0.5)
+    assert _processes_mentioning(str(out)) == []

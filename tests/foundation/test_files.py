@@ -78,6 +78,37 @@ def test_16bit_tiff_written_by_tifffile(tmp_path):
     assert np.array_equal(files.quantize(y, 16), q)
 
 
+def test_float_tiff_read_as_float_and_written_back_as_float32(tmp_path):
+    import tifffile
+    import warnings
+
+    x = np.random.default_rng(12).random((6, 7, 3), dtype=np.float32)
+    p = tmp_path / "f.tif"
+    tifffile.imwrite(p, x, photometric="rgb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # values in [0, 1]: nothing to say
+        y, info = files.read_image(p)
+    assert info.bit_depth == 32 and np.array_equal(y, x)
+    back = tifffile.imread(files.write_image(tmp_path / "g.tif", y, info.bit_depth))
+    assert back.dtype == np.float32 and np.array_equal(back, x)  # not quantised
+
+
+def test_float_tiff_out_of_range_clipped_with_warning(tmp_path):
+    import tifffile
+
+    x = np.array([[[-0.25], [0.5], [1.5]]], np.float32)
+    tifffile.imwrite(tmp_path / "r.tif", x[..., 0])
+    with pytest.warns(files.ImageWarning, match="2 float pixel values outside"):
+        y, _ = files.read_image(tmp_path / "r.tif")
+    assert y[..., 0].tolist() == [[0.0, 0.5, 1.0]]
+
+
+def test_float_to_png_warns_and_quantises(tmp_path):
+    with pytest.warns(files.ImageWarning, match="float output quantised to 16 bits"):
+        p = files.write_image(tmp_path / "q.png", _rgb(), bit_depth=32)
+    assert files.read_image(p)[1].bit_depth == 16
+
+
 def test_rgba_alpha_dropped_with_warning(tmp_path):
     rgba = np.random.default_rng(5).integers(0, 256, size=(5, 6, 4), dtype=np.uint8)
     p = tmp_path / "rgba.png"

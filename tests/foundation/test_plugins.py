@@ -98,3 +98,40 @@ def test_every_hook_is_documented(repo_root):
     for name in hooks:
         assert getattr(hookspecs, name).__doc__, name
         assert f"`{name}`" in doc, f"{name} missing from docs/plugins.md"
+
+
+# --------------------------------------------------------------------------- declared options
+
+
+def test_option_names_declared_keywords_or_any():
+    class Declares:
+        def option_names(self):
+            return {"steps", "weights"}
+
+        def run(self, y, **options):
+            pass
+
+    class Keywords:
+        def run(self, y, *, solver="wiener", sigma=None, callback=None):
+            pass
+
+    class Anything:
+        def run(self, y, **options):
+            pass
+
+    assert plugins.option_names(Declares(), Declares().run) == {"steps", "weights"}
+    assert plugins.option_names(Keywords(), Keywords().run) == {"solver", "sigma"}  # not y, not callback
+    assert plugins.option_names(Anything(), Anything().run) is None
+    # the built-in blind methods declare their settings although run takes **options
+    kd = plugins.get("method", "kernel-diff")
+    assert {"steps", "samples", "weights", "tile"} <= plugins.option_names(kd, kd.run)
+
+
+def test_check_options_lists_the_valid_keys():
+    plugins.check_options("method 'x'", {"a", "b"}, ["a"])
+    plugins.check_options("method 'x'", None, ["anything"])
+    with pytest.raises(KdiffError) as e:
+        plugins.check_options("method 'x'", {"b", "a"}, ["zz", "a", "nokey"])
+    assert str(e.value) == "method 'x' takes no options 'nokey', 'zz' (valid: a, b)"
+    with pytest.raises(KdiffError, match=r"takes no option 'k' \(valid: none\)"):
+        plugins.check_options("method 'x'", set(), ["k"])

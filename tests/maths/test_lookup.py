@@ -119,3 +119,21 @@ def test_lookup_sampler_is_seeded_and_a_small_strength_keeps_the_bank_kernel():
     assert len(ts) == 5 and ts[0] <= round(0.3 * (sched.T - 1)) and ts[-1] == 0
     with pytest.raises(KdiffError, match="strength"):
         run(0.0)
+
+
+def test_the_default_bank_is_cached_and_reloads_identically(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDIFF_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(lookup, "BANK_COUNT", 30)
+    lookup.default_bank.cache_clear()
+    try:
+        first = lookup.default_bank(S)
+        (cached,) = tmp_path.glob("kernel-bank-*.safetensors")
+        lookup.default_bank.cache_clear()
+        again = lookup.default_bank(S)
+        assert again is not first
+        assert torch.equal(again.kernels, first.kernels) and torch.equal(again.features, first.features)
+        cached.write_bytes(b"not a safetensors file")  # a broken cache is rebuilt, not an error
+        lookup.default_bank.cache_clear()
+        assert torch.equal(lookup.default_bank(S).kernels, first.kernels)
+    finally:
+        lookup.default_bank.cache_clear()

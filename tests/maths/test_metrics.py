@@ -1,5 +1,6 @@
-"""Metrics: PSNR of a known MSE, SSIM against scikit-image, MNC, Levin's error ratio, FID formula,
-and LPIPS/FID reporting n/a (never a number from random weights) when backbones are absent."""
+"""Metrics: PSNR of a known MSE, SSIM against scikit-image, the aligned scores (a shifted copy is
+perfect after alignment, options, golden values), MNC, Levin's error ratio, FID formula, and
+LPIPS/FID reporting n/a (never a number from random weights) when backbones are absent."""
 
 import numpy as np
 import pytest
@@ -41,7 +42,8 @@ def test_psnr_plugin_and_gray_vs_rgb():
     gray = x.mean(axis=2, keepdims=True)
     # a gray estimate is compared with every channel of an RGB reference
     expected = 10 * np.log10(1 / np.mean((np.repeat(gray, 3, axis=2).astype(np.float64) - x) ** 2))
-    assert m.compute(gray, x) == pytest.approx(expected, rel=1e-9)
+    assert m.compute(gray, x)["psnr"] == pytest.approx(expected, rel=1e-9)
+    assert m.columns == ("psnr", "psnr_aligned") and set(m.compute(gray, x)) == set(m.columns)
     with pytest.raises(KdiffError, match="size"):
         m.compute(x[:10], x)
 
@@ -51,10 +53,97 @@ def test_ssim_equals_scikit_image(shape):
     ref = _img(1, shape)
     est = np.clip(ref + 0.1 * np.random.default_rng(2).standard_normal(shape), 0, 1)
     expected = structural_similarity(est.astype(np.float64), ref.astype(np.float64), data_range=1.0, channel_axis=2)
-    value = plugins.get("metric", "ssim").compute(est, ref)
+    values = plugins.get("metric", "ssim").compute(est, ref, max_shift=0, border=0)
+    value = values["ssim"]
     assert value == pytest.approx(expected, abs=1e-12)
+    assert values["ssim_aligned"] == value  # no shift searched, no border cropped: the same score
     assert 0.0 < value < 0.99
     assert metrics.ssim(ref, ref) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- aligned scores
+
+
+def test_shifted_copy_scores_perfect_after_alignment_and_not_before():
+    x = _img(3, (48, 52, 3))
+    moved = np.roll(x, (2, -3), axis=(0, 1))
+    al = metrics.align(moved, x)
+    assert (al.dy, al.dx, al.ssd) == (2, -3, 0.0)
+    assert metrics.psnr(moved, x) < 10 and metrics.psnr_aligned(moved, x) == float("inf")
+    assert metrics.ssim(moved, x) < 0.2 and metrics.ssim_aligned(moved, x) == pytest.approx(1.0)
+    # an estimate shifted by (2, -3) scores exactly what the unshifted estimate scores
+    est = np.clip(x + 0.05 * np.random.default_rng(4).standard_normal(x.shape), 0, 1)
+    shifted = np.roll(est, (2, -3), axis=(0, 1))
+    assert metrics.psnr_aligned(shifted, x) == pytest.approx(metrics.psnr_aligned(est, x), abs=1e-12)
+    assert metrics.ssim_aligned(shifted, x) == pytest.approx(metrics.ssim_aligned(est, x), abs=1e-12)
+    assert metrics.psnr(shifted, x) < metrics.psnr(est, x) - 3
+    for name in ("psnr", "ssim"):  # the plugins report both, side by side
+        v = plugins.get("metric", name).compute(shifted, x)
+        assert v[f"{name}_aligned"] > v[name]
+
+
+def test_align_equals_brute_force_search():
+    rng = np.random.default_rng(7)
+    ref = rng.random((30, 34, 2))
+    est = np.clip(np.roll(ref, (-1, 3), axis=(0, 1)) + 0.2 * rng.standard_normal(ref.shape), 0, 1)
+    s, B = 4, 6
+    inner = ref[B:-B, B:-B]
+    ssd = {(dy, dx): np.sum((est[B + dy : 30 - B + dy, B + dx : 34 - B + dx] - inner) ** 2)
+           for dy in range(-s, s + 1) for dx in range(-s, s + 1)}
+    best = min(ssd, key=ssd.get)
+    al = metrics.align(est, ref, s, B)
+    assert (al.dy, al.dx) == best == (-1, 3) and al.ssd == pytest.approx(ssd[best], rel=1e-12)
+    assert metrics.best_aligned_ssd(est, ref, s, B) == al.ssd
+    flat = np.full((40, 40, 1), 0.5)  # every shift ties: the smallest (none) wins
+    assert (metrics.align(flat, flat).dy, metrics.align(flat, flat).dx) == (0, 0)
+
+
+def test_alignment_options_take_effect():
+    x = _img(5, (50, 50, 1))
+    est = np.clip(x + 0.05 * np.random.default_rng(6).standard_normal(x.shape), 0, 1)
+    moved = np.roll(est, (4, 0), axis=(0, 1))
+    assert metrics.psnr_aligned(moved, x, max_shift=3, border=5) < metrics.psnr_aligned(moved, x, max_shift=4, border=5) - 3
+    assert metrics.psnr_aligned(moved, x, max_shift=4, border=5) == pytest.approx(metrics.psnr(est[5:-5, 5:-5], x[5:-5, 5:-5]))
+    # max_shift 0: no search; the border alone crops
+    assert metrics.psnr_aligned(est, x, 0, 0) == metrics.psnr(est, x)
+    assert metrics.psnr_aligned(est, x, 0, 7) == pytest.approx(metrics.psnr(est[7:-7, 7:-7], x[7:-7, 7:-7]), abs=1e-12)
+    assert metrics.ssim_aligned(est, x, 0, 7) == pytest.approx(metrics.ssim(est[7:-7, 7:-7], x[7:-7, 7:-7]), abs=1e-12)
+    m = plugins.get("metric", "psnr")
+    assert m.params == {"max_shift": 10, "border": 15}
+    assert m.compute(moved, x, max_shift=4, border=5)["psnr_aligned"] == metrics.psnr_aligned(moved, x, 4, 5)
+
+
+@pytest.mark.parametrize(
+    "max_shift,border,message",
+    [(3, 2, r"border \(2\) must be at least max_shift \(3\)"), (-1, 2, "max_shift must be an integer >= 0"),
+     (1, 2.5, "border must be an integer >= 0"), (True, 2, "max_shift must be an integer")],
+)
+def test_alignment_option_errors(max_shift, border, message):
+    with pytest.raises(KdiffError, match=message):
+        metrics.check_alignment(max_shift, border)
+    with pytest.raises(KdiffError, match=message):
+        plugins.get("metric", "ssim").validate_options(max_shift=max_shift, border=border)
+
+
+def test_aligned_scores_golden_values():
+    """A 16 x 16 ramp pattern and an estimate moved by (1, -1) with a +-0.05 checkerboard on top:
+    after alignment the error is 0.05 everywhere, 10 log10(1 / 0.0025) dB."""
+    i, j = np.mgrid[:16, :16]
+    ref = (0.1 + 0.07 * ((3 * i + 5 * j) % 11))[..., None]
+    est = np.roll(ref, (1, -1), axis=(0, 1)) + 0.05 * np.where((i + j) % 2 == 0, 1.0, -1.0)[..., None]
+    al = metrics.align(est, ref, max_shift=2, border=3)
+    assert (al.dy, al.dx) == (1, -1) and al.ssd == pytest.approx(100 * 0.0025, rel=1e-12)
+    assert metrics.psnr_aligned(est, ref, 2, 3) == pytest.approx(10 * np.log10(400), abs=1e-9)
+    assert metrics.psnr(est, ref) == pytest.approx(10.422094513286558, abs=1e-9)
+    assert metrics.ssim(est, ref) == pytest.approx(0.09977937386640265, abs=1e-9)
+    assert metrics.ssim_aligned(est, ref, 2, 3) == pytest.approx(0.9753510953715672, abs=1e-9)
+
+
+def test_image_too_small_for_the_border():
+    x = _img(0, (30, 40, 1))
+    with pytest.raises(KdiffError, match="too small for alignment with a 15-pixel border"):
+        metrics.psnr_aligned(x, x)
+    assert metrics.psnr_aligned(x, x, 2, 4) == float("inf")
 
 
 # --------------------------------------------------------------------------- MNC

@@ -114,3 +114,28 @@ def test_mnc():
     assert 0 < v < 0.9
     batch = ops.mnc(torch.stack([k, other])[:, None], torch.stack([k, k])[:, None])
     assert batch.shape == (2,) and batch[0] == pytest.approx(1.0) and batch[1] == pytest.approx(v)
+
+
+@pytest.mark.parametrize("hw", [(6, 4), (5, 4), (6, 7), (5, 7)])
+def test_signal_center_convention_matches_scipy_signal(hw):
+    """``from_center_convention(k, "signal")`` turns a kernel written for scipy.signal's 'same'
+    convolution (centre (size - 1) // 2) into kdiff's (size // 2): same blur, nothing cut."""
+    import numpy as np
+    from scipy.ndimage import convolve
+    from scipy.signal import convolve2d
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 30, 32, generator=g, dtype=torch.float64)
+    k = torch.rand(1, 1, *hw, generator=g, dtype=torch.float64)
+    k = k / k.sum()
+    ks = ops.from_center_convention(k, "signal")
+    assert ks.shape[-2:] == tuple(s + 1 - s % 2 for s in hw) and float(ks.sum()) == pytest.approx(1.0)
+    want = convolve2d(x[0, 0].numpy(), k[0, 0].numpy(), mode="same", boundary="symm")
+    got = ops.conv2d(x, ks)[0, 0].numpy()
+    assert np.allclose(got[8:-8, 8:-8], want[8:-8, 8:-8], atol=1e-12)
+    # ndimage (the default) is kdiff's own convention: unchanged, and it matches scipy.ndimage
+    assert ops.from_center_convention(k) is k
+    nd = convolve(x[0, 0].numpy(), k[0, 0].numpy(), mode="reflect")
+    assert np.allclose(ops.conv2d(x, k)[0, 0].numpy()[8:-8, 8:-8], nd[8:-8, 8:-8], atol=1e-12)
+    with pytest.raises(KdiffError, match="unknown kernel centre convention"):
+        ops.from_center_convention(k, "middle")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,8 @@ class Report:
     seconds: dict[str, float | None]
     computed: int  # (image, method) pairs run now; the rest came from the cache
     cached: int
+    failed: dict[str, str] = field(default_factory=dict)  # item id -> why it was skipped (not in ids)
+    ground_truth: dict[str, dict] = field(default_factory=dict)  # item id -> its kernel fit (levin, folder)
 
     def columns(self) -> list[str]:
         return [c for m in self.metrics for c in m.columns()]
@@ -57,16 +59,67 @@ class Report:
         arrows = {}
         for m in self.metrics:
             for c in m.columns():
-                up = m.obj.higher_is_better if c == m.name else c.startswith("success")
-                arrows[c] = f"{c.upper() if len(c) <= 5 else c} {'↑' if up else '↓'}"
+                up = m.obj.higher_is_better if c in m.values() else c.startswith("success")
+                arrows[c] = f"{_title(c)} {'↑' if up else '↓'}"
         return ["method"] + [arrows[c] for c in self.columns()] + ["s/img"]
 
     def notes(self) -> list[str]:
-        return [f"{m.name}: n/a, {m.unavailable}" for m in self.metrics if m.unavailable]
+        notes = [f"{m.name}: n/a, {m.unavailable}" for m in self.metrics if m.unavailable]
+        return notes + _alignment_notes(self.metrics) + _ground_truth_notes(self.ground_truth)
+
+
+ALIGNED = "_aligned"
+
+
+def _title(column: str) -> str:
+    """The table's name of a column: ``PSNR``, ``PSNR aligned``, ``error-ratio``."""
+    base = column[: -len(ALIGNED)] if column.endswith(ALIGNED) else column
+    name = base.upper() if len(base) <= 5 else base
+    return f"{name} aligned" if column.endswith(ALIGNED) else name
 
 
 def _digits(column: str) -> int:
-    return {"psnr": 2, "fid": 2}.get(column, 3)
+    return {"psnr": 2, "fid": 2}.get(column.removesuffix(ALIGNED), 3)
+
+
+def _alignment_notes(metrics: list[MetricSpec]) -> list[str]:
+    """What "aligned" means, per distinct (max_shift, border) of the metrics that align."""
+    groups: dict[tuple, list[str]] = {}
+    for m in metrics:
+        p = m.params
+        if m.unavailable is None and "max_shift" in p and "border" in p:
+            cols = [c for c in m.values() if c.endswith(ALIGNED)] or [m.name]
+            groups.setdefault((p["max_shift"], p["border"]), []).extend(cols)
+    return [
+        f"aligned ({', '.join(cols)}): scored after the best integer shift within {s} px, {b} px border cropped "
+        "(--metric-opt max_shift=N, --metric-opt border=N)"
+        for (s, b), cols in groups.items()
+    ]
+
+
+def _ids(ids: list[str], most: int = 6) -> str:
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def _ground_truth_notes(fits: dict[str, dict]) -> list[str]:
+    """How many kernels the dataset corrected, and which pairs no orientation explains."""
+    if not fits:
+        return []
+    rotated = [i for i, f in fits.items() if f.get("rotated")]
+    shifted = [i for i, f in fits.items() if tuple(f.get("shift") or (0, 0)) != (0, 0)]
+    corrected = [i for i, f in fits.items() if f.get("corrected")]
+    parts = ([f"rotated 180 degrees: {_ids(rotated)}"] if rotated else []) + ([f"re-centred: {_ids(shifted)}"] if shifted else [])
+    notes = [
+        f"ground truth: {len(corrected)} of {len(fits)} kernels corrected to fit their pairs"
+        + (f" ({'; '.join(parts)})" if parts else "") + "; metrics.json ground_truth has each fit"
+    ]
+    bad = [i for i, f in fits.items() if f.get("explained") is False]
+    if bad:
+        notes.append(
+            f"warning: {len(bad)} pairs not explained by their kernel in either orientation ({_ids(bad)}): "
+            "wrong kernel or spatially varying blur"
+        )
+    return notes
 
 
 def versions() -> dict[str, str]:
@@ -107,11 +160,15 @@ def write_reports(report: Report, dataset: str, protocol: dict) -> None:
                 "higher_is_better": bool(m.obj.higher_is_better),
                 "set_level": m.set_level,
                 "available": m.unavailable is None,
+                "columns": m.columns(),
+                **({"params": plain(m.params)} if m.params else {}),
                 **({"note": m.unavailable} if m.unavailable else {}),
             }
             for m in report.metrics
         },
         "images": report.ids,
+        "failed": report.failed,
+        **({"ground_truth": report.ground_truth} if report.ground_truth else {}),
         "mean": report.mean,
         "per_image": report.per_image,
         "versions": versions(),

@@ -5,7 +5,9 @@ For every item and method: ``method.run(y, **options)`` returns ``x, k, info`` (
 stored (:mod:`.store`) and scored as stored (16-bit), so a cached and a fresh run give identical
 numbers.
 A re-run with the same ``out`` skips every pair whose record has the same protocol and options,
-and scores cached estimates with any metric added since.
+and scores cached estimates with any metric added since. An item that cannot be read or run
+(:class:`KdiffError`) is skipped, reported (``on_error``, ``Report.failed``, metrics.json
+``failed``) and its files written by this run are removed; the other items still run.
 """
 
 from __future__ import annotations
@@ -105,8 +107,12 @@ def evaluate(
     device: str = "cpu",
     grid: int = 4,
     progress: Callable[..., None] | None = None,
+    on_error: Callable[[str, str], None] | None = None,
 ) -> Report:
-    """Run ``methods`` on ``refs``, score with ``metric_specs``, write the reports into ``out``."""
+    """Run ``methods`` on ``refs``, score with ``metric_specs``, write the reports into ``out``.
+
+    ``on_error(item id, message)`` is called for an item that fails; it is left out of the means.
+    """
     out = Path(out).expanduser()
     protocol = plain(protocol)
     if out.exists() and not out.is_dir():
@@ -115,44 +121,67 @@ def evaluate(
     per_image: dict[str, dict[str, dict[str, float | None]]] = {}
     times: dict[str, list[float]] = {s.label: [] for s in methods}
     computed = cached = 0
+    failed: dict[str, str] = {}
+    fits: dict[str, dict] = {}  # item id -> its kernel fit (datasets that fit their kernels)
     item_metrics = [m for m in metric_specs if not m.set_level]
     for ref in refs:
         item: Item | None = None
         per_image[ref.id] = {}
-        for spec in methods:
-            rec = store.load(spec, ref.id, protocol)
-            result: Result | None = None
-            if rec is None:
-                item = item or ref.load()
-                result, seconds = run_method(spec, item, seed=seed, key=ref.key, device=device)
-                rec = Record(
-                    id=ref.id, method=spec.name, label=spec.label, options=plain(spec.options), protocol=protocol,
-                    has_kernel=result.k is not None, info=result.info, seconds=seconds,
-                )
-                computed += 1
-            else:
-                cached += 1
-            missing = [m for m in item_metrics if m.unavailable is None and m.name not in rec.metrics]
-            if missing or result is not None:
-                item = item or ref.load()
-                result = result or store.result(spec, ref.id, rec)
-                for m in missing:
-                    rec.metrics[m.name] = score(m, result, item)
-                store.save(spec, ref.id, result, rec)
-            per_image[ref.id][spec.label] = {m.name: rec.metrics.get(m.name) for m in item_metrics}
-            times[spec.label].append(float(rec.seconds))
-            if progress:
-                progress(image=ref.id, method=spec.label)
+        created: list[Path] = []  # files of this item that this run wrote (removed if it fails)
+        seconds_of: dict[str, float] = {}
+        try:
+            for spec in methods:
+                rec = store.load(spec, ref.id, protocol)
+                result: Result | None = None
+                if rec is None:
+                    item = item or ref.load()
+                    result, seconds = run_method(spec, item, seed=seed, key=ref.key, device=device)
+                    rec = Record(
+                        id=ref.id, method=spec.name, label=spec.label, options=plain(spec.options), protocol=protocol,
+                        has_kernel=result.k is not None, info=result.info, seconds=seconds,
+                    )
+                    computed += 1
+                else:
+                    cached += 1
+                missing = [m for m in item_metrics if m.unavailable is None and _stale(m, rec)]
+                if missing or result is not None:
+                    item = item or ref.load()
+                    result = result or store.result(spec, ref.id, rec)
+                    for m in missing:
+                        rec.metrics.update(score(m, result, item))
+                        rec.metric_params[m.name] = plain(m.params)
+                    if "kernel_fit" in item.meta:  # the dataset fitted its kernel to the pair
+                        rec.ground_truth = plain(item.meta["kernel_fit"])
+                    created += [path for path in store.paths(spec, ref.id) if not path.exists()]
+                    store.save(spec, ref.id, result, rec)
+                per_image[ref.id][spec.label] = {c: rec.metrics.get(c) for m in item_metrics for c in m.values()}
+                if rec.ground_truth is not None:
+                    fits[ref.id] = rec.ground_truth
+                seconds_of[spec.label] = float(rec.seconds)
+                if progress:
+                    progress(image=ref.id, method=spec.label)
+        except KdiffError as e:
+            failed[ref.id] = str(e)
+            del per_image[ref.id]
+            for path in created:
+                path.unlink(missing_ok=True)
+            if on_error:
+                on_error(ref.id, str(e))
+            continue
+        for label, seconds in seconds_of.items():
+            times[label].append(seconds)
 
+    done = [r for r in refs if r.id not in failed]
     mean = _aggregate(per_image, methods, metric_specs)
-    _set_metrics(mean, refs, store, methods, metric_specs, protocol)
+    _set_metrics(mean, done, store, methods, metric_specs, protocol)
     report = Report(
-        out=out, methods=methods, metrics=metric_specs, ids=[r.id for r in refs], per_image=per_image, mean=mean,
+        out=out, methods=methods, metrics=metric_specs, ids=[r.id for r in done], per_image=per_image, mean=mean,
         seconds={k: (float(np.mean(v)) if v else None) for k, v in times.items()}, computed=computed, cached=cached,
+        failed=failed, ground_truth={i: fits[i] for i in per_image if i in fits},
     )
     write_reports(report, dataset, protocol)
-    if grid > 0:
-        write_grid(out / "grid.png", refs[:grid], methods, store, protocol)
+    if grid > 0 and done:
+        write_grid(out / "grid.png", done[:grid], methods, store, protocol)
     return report
 
 
@@ -165,13 +194,19 @@ def _aggregate(per_image, methods, metric_specs) -> dict[str, dict[str, float | 
                 for c in m.columns():
                     mean[spec.label][c] = None
                 continue
-            values = [per_image[i][spec.label].get(m.name) for i in per_image]
             if hasattr(m.obj, "summary"):
+                values = [per_image[i][spec.label].get(m.name) for i in per_image]
                 mean[spec.label].update({c: finite(v) for c, v in m.obj.summary(values).items()})
-            else:
-                present = [v for v in values if v is not None]
-                mean[spec.label][m.name] = float(np.mean(present)) if present else None
+                continue
+            for c in m.values():
+                present = [v for v in (per_image[i][spec.label].get(c) for i in per_image) if v is not None]
+                mean[spec.label][c] = float(np.mean(present)) if present else None
     return mean
+
+
+def _stale(metric: MetricSpec, rec: Record) -> bool:
+    """A metric to (re)score on a record: a value missing, or scored with other options."""
+    return any(c not in rec.metrics for c in metric.values()) or rec.metric_params.get(metric.name, {}) != plain(metric.params)
 
 
 def _set_metrics(mean, refs, store, methods, metric_specs, protocol) -> None:
@@ -207,11 +242,14 @@ def plan(dataset: str, options: dict[str, Any], limit: int | None = None) -> Pla
     ds = plugins.get("dataset", dataset)
     given = {k: v for k, v in options.items() if v is not None and v is not False}
     accepted = getattr(ds, "options", None)
+    if accepted is None:
+        accepted = plugins.option_names(ds, ds.load)
     if accepted is not None:
         extra = sorted(k for k in given if k not in accepted)
         if extra:
             flags = ", ".join("--" + k.replace("_", "-") for k in extra)
-            raise KdiffError(f"{flags} does not apply to dataset {dataset!r}")
+            valid = ", ".join("--" + k.replace("_", "-") for k in sorted(set(accepted) - {"limit"}))
+            raise KdiffError(f"{flags} does not apply to dataset {dataset!r} (its options: {valid or 'none'})")
     refs = ds.load(limit=limit, **given)
     if not refs:
         raise KdiffError(f"dataset {dataset!r} has no items")
@@ -227,14 +265,18 @@ def run(
     methods: str | None,
     method_opts: list[str] | None = None,
     metrics: str | None = None,
+    metric_opts: list[str] | None = None,
     metric_weights: str | os.PathLike | None = None,
     limit: int | None = None,
     out: str | os.PathLike,
     device: str = "auto",
     grid: int = 4,
     bar: Callable | None = None,
+    on_error: Callable[[str, str], None] | None = None,
 ) -> Report:
-    """``kdiff eval``: plan, run every method on every item (skipping cached pairs), report."""
+    """``kdiff eval``: plan, run every method on every item (skipping cached pairs), report.
+
+    An item that fails is skipped and passed to ``on_error(item id, message)`` (see :func:`evaluate`)."""
     p = plan(dataset, dataset_options, limit)
     specs = parse_methods(methods or default_methods(), method_opts)
     ds = plugins.get("dataset", dataset)
@@ -243,13 +285,17 @@ def run(
     if metrics is None:
         names = [n for n in names if n in plugins.names("metric")]
     dev = str(resolve_device(device))
-    metric_specs = resolve_metrics(names, metric_weights, dev)
+    for spec in specs:  # bad options, weights and sizes fail before any item is read
+        if hasattr(spec.method, "validate_options"):
+            spec.method.validate_options(**{"device": dev, **spec.options})
+    metric_specs = resolve_metrics(names, metric_weights, dev, metric_opts)
     if grid < 0:
         raise KdiffError(f"--grid must be >= 0, got {grid}")
     if bar is None:
-        return evaluate(dataset, p.refs, p.protocol, specs, metric_specs, out, seed=p.seed, device=dev, grid=grid)
+        return evaluate(dataset, p.refs, p.protocol, specs, metric_specs, out, seed=p.seed, device=dev, grid=grid,
+                        on_error=on_error)
     with bar("eval", len(p.refs) * len(specs), unit="runs") as update:
         return evaluate(
             dataset, p.refs, p.protocol, specs, metric_specs, out, seed=p.seed, device=dev, grid=grid,
-            progress=lambda **fields: update(1, **fields),
+            progress=lambda **fields: update(1, **fields), on_error=on_error,
         )

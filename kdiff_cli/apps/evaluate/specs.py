@@ -1,4 +1,5 @@
-"""What ``kdiff eval`` runs and scores: method specs (``--method``, ``--method-opt``) and metric specs.
+"""What ``kdiff eval`` runs and scores: method specs (``--method``, ``--method-opt``) and metric
+specs (``--metric``, ``--metric-opt``).
 
 Option values go through :mod:`kdiff_cli.params`, the project's one key=value parser.
 """
@@ -45,9 +46,10 @@ class MethodSpec:
 def parse_methods(text: str, method_opts: list[str] | None = None) -> list[MethodSpec]:
     """``a,b:key=value:key=value`` plus ``--method-opt [method.]key=value`` -> method specs.
 
-    Inline options go to that method only. ``--method-opt key=value`` goes to every method whose
-    ``run`` takes ``key`` (or ``**options``) and must fit at least one; ``name.key=value`` (or
-    ``label.key=value``) to that method only. Unknown methods and options are one-line errors.
+    Inline options go to that method only. ``--method-opt key=value`` goes to every method that
+    declares ``key`` (:func:`kdiff_cli.plugins.option_names`) and must fit at least one;
+    ``name.key=value`` (or ``label.key=value``) to that method only. Unknown methods and options
+    are one-line errors listing the valid keys.
     """
     specs: list[MethodSpec] = []
     for part in [p.strip() for p in text.split(",") if p.strip()]:
@@ -60,11 +62,9 @@ def parse_methods(text: str, method_opts: list[str] | None = None) -> list[Metho
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise KdiffError(f"method {next(l for l in labels if labels.count(l) > 1)!r} given twice")
+    valid = {s.name: plugins.option_names(s.method, s.method.run) for s in specs}
     for spec in specs:
-        named, var = plugins.keywords(spec.method.run)
-        for key in spec.options:
-            if key not in named and not var:
-                raise KdiffError(f"method {spec.name!r} takes no option {key!r}")
+        plugins.check_options(f"method {spec.name!r}", valid[spec.name], spec.options)
     for pair in method_opts or []:
         head, eq, value = pair.partition("=")
         if not eq:
@@ -77,14 +77,14 @@ def parse_methods(text: str, method_opts: list[str] | None = None) -> list[Metho
             raise KdiffError(f"--method-opt {pair!r}: no method {scope!r} in --method")
         taken = 0
         for spec in targets:
-            named, var = plugins.keywords(spec.method.run)
-            if key in named or var:
+            if valid[spec.name] is None or key in valid[spec.name]:
                 spec.options.setdefault(key, opt[key])
                 taken += 1
             elif dot:
-                raise KdiffError(f"method {spec.name!r} takes no option {key!r}")
+                plugins.check_options(f"method {spec.name!r}", valid[spec.name], [key])
         if not taken:
-            raise KdiffError(f"--method-opt {pair!r}: no method in --method takes option {key!r}")
+            shown = "; ".join(f"{n}: {', '.join(sorted(v)) or 'none'}" for n, v in valid.items() if v is not None)
+            raise KdiffError(f"--method-opt {pair!r}: no method in --method takes option {key!r} (valid: {shown})")
     return specs
 
 
@@ -101,6 +101,7 @@ class MetricSpec:
     name: str
     obj: Any
     unavailable: str | None  # None when usable, else the reason (shown with "n/a")
+    options: dict = field(default_factory=dict)  # given: inline (psnr:border=16) or --metric-opt
 
     @property
     def target(self) -> str:
@@ -110,21 +111,76 @@ class MetricSpec:
     def set_level(self) -> bool:
         return bool(getattr(self.obj, "set_level", False))
 
+    @property
+    def params(self) -> dict:
+        """The options ``compute`` receives: the metric's ``params`` defaults, updated by those given."""
+        return {**dict(getattr(self.obj, "params", None) or {}), **self.options}
+
+    def values(self) -> list[str]:
+        """The per-image values (``columns`` of a metric whose ``compute`` returns a dict, else its name)."""
+        return list(getattr(self.obj, "columns", None) or [self.name])
+
     def columns(self) -> list[str]:
+        """The columns of the table and the means (a ``summary`` may add some, e.g. ``success@3``)."""
         if hasattr(self.obj, "summary"):
             return list(self.obj.summary([]).keys())
-        return [self.name]
+        return self.values()
 
 
-def resolve_metrics(names: list[str], weights_dir: str | os.PathLike | None = None, device: str = "cpu") -> list[MetricSpec]:
-    """Look metrics up, check their weights (never downloaded) and prepare the usable ones."""
-    specs = []
-    for name in names:
+def parse_metric_options(names: list[str], metric_opts: list[str] | None = None) -> list[tuple[str, dict]]:
+    """``name[:key=value...]`` entries plus ``--metric-opt [metric.]key=value`` -> (name, options).
+
+    A metric takes the options named in its ``params``. An unscoped ``--metric-opt`` goes to every
+    listed metric that takes it (at least one must); ``name.key=value`` to that metric only.
+    """
+    entries: list[tuple[str, dict]] = []
+    for text in names:
+        name, *inline = text.split(":")
+        name = name.strip()
         obj = plugins.get("metric", name)
-        reason = obj.available(weights_dir) if hasattr(obj, "available") else None
-        if reason is None and hasattr(obj, "prepare"):
+        opts = parse_pairs(inline, f"option of metric {name!r}")
+        for key in opts:
+            if key not in (getattr(obj, "params", None) or {}):
+                raise KdiffError(f"metric {name!r} takes no option {key!r}")
+        entries.append((name, opts))
+    seen = [n for n, _ in entries]
+    if len(set(seen)) != len(seen):
+        raise KdiffError(f"metric {next(n for n in seen if seen.count(n) > 1)!r} given twice")
+    for pair in metric_opts or []:
+        head, eq, value = pair.partition("=")
+        if not eq:
+            raise KdiffError(f"--metric-opt must be KEY=VALUE or METRIC.KEY=VALUE, got {pair!r}")
+        scope, dot, key = head.strip().rpartition(".")
+        opt = parse_pairs([f"{key}={value}"], "--metric-opt")
+        key = next(iter(opt))
+        targets = [(n, o) for n, o in entries if n == scope] if dot else entries
+        if dot and not targets:
+            raise KdiffError(f"--metric-opt {pair!r}: no metric {scope!r} in --metric")
+        taken = [o for n, o in targets if key in (getattr(plugins.get("metric", n), "params", None) or {})]
+        if not taken and dot:
+            raise KdiffError(f"metric {scope!r} takes no option {key!r}")
+        if not taken:
+            raise KdiffError(f"--metric-opt {pair!r}: no metric in --metric takes option {key!r}")
+        for o in taken:
+            o.setdefault(key, opt[key])
+    return entries
+
+
+def resolve_metrics(
+    names: list[str], weights_dir: str | os.PathLike | None = None, device: str = "cpu", metric_opts: list[str] | None = None,
+) -> list[MetricSpec]:
+    """Look metrics up (``name[:key=value...]``, plus ``--metric-opt``), check their options and
+    weights (never downloaded) and prepare the usable ones."""
+    specs = []
+    for name, options in parse_metric_options(names, metric_opts):
+        obj = plugins.get("metric", name)
+        spec = MetricSpec(name, obj, None, options)
+        if hasattr(obj, "validate_options"):
+            obj.validate_options(**spec.params)
+        spec.unavailable = obj.available(weights_dir) if hasattr(obj, "available") else None
+        if spec.unavailable is None and hasattr(obj, "prepare"):
             obj.prepare(weights_dir, device)
-        specs.append(MetricSpec(name, obj, reason))
+        specs.append(spec)
     return specs
 
 
@@ -136,14 +192,21 @@ def finite(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def score(metric: MetricSpec, result: Result, item: Item) -> float | None:
-    """One per-image metric value; None when not applicable (no kernel) or unavailable."""
+def score(metric: MetricSpec, result: Result, item: Item) -> dict[str, float | None]:
+    """One image's values of a metric (:meth:`MetricSpec.values` -> float); None where not
+    applicable (no kernel) or unavailable."""
+    empty: dict[str, float | None] = dict.fromkeys(metric.values())
     if metric.unavailable is not None or metric.set_level:
-        return None
+        return empty
+    params = metric.params
     if metric.target == "kernel":
         if result.k is None or item.k is None:
-            return None
-        return finite(metric.obj.compute(result.k, item.k))
-    if metric.target == "item":
-        return finite(metric.obj.compute(result, item))
-    return finite(metric.obj.compute(result.x, item.x))
+            return empty
+        out = metric.obj.compute(result.k, item.k, **params)
+    elif metric.target == "item":
+        out = metric.obj.compute(result, item, **params)
+    else:
+        out = metric.obj.compute(result.x, item.x, **params)
+    if isinstance(out, dict):
+        return {c: finite(out.get(c)) for c in empty}
+    return {metric.name: finite(out)}

@@ -42,7 +42,9 @@ class Record:
     has_kernel: bool  # an ``<id>_k.npy`` belongs to the estimate
     info: dict  # the method's scalar diagnostics
     seconds: float
-    metrics: dict[str, float | None] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)  # column -> value (psnr, psnr_aligned, ...)
+    metric_params: dict[str, dict] = field(default_factory=dict)  # metric -> the options it was scored with
+    ground_truth: dict | None = None  # the dataset's kernel fit for this item (kdiff_cli.maths.groundtruth)
 
     @classmethod
     def from_json(cls, doc: dict, image_id: str, spec: MethodSpec) -> Record:
@@ -50,6 +52,7 @@ class Record:
             id=doc.get("id", image_id), method=doc.get("method", spec.name), label=doc.get("label", spec.label),
             options=doc.get("options", {}), protocol=doc.get("protocol", {}), has_kernel=bool(doc.get("has_kernel")),
             info=doc.get("info", {}), seconds=float(doc.get("seconds", 0.0)), metrics=doc.get("metrics", {}),
+            metric_params=doc.get("metric_params", {}), ground_truth=doc.get("ground_truth"),
         )
 
 

@@ -32,7 +32,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     x, info = files.read_image(path)
     if x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
-    return files.quantize(x, 16 if info.bit_depth == 16 else 8)
+    return files.quantize(x, 16 if info.bit_depth >= 16 else 8)
 
 
 def to_unit(a: np.ndarray) -> np.ndarray:

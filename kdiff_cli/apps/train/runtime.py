@@ -25,6 +25,7 @@ from typing import Any, ContextManager
 import numpy as np
 import torch
 
+from kdiff_cli import limits
 from kdiff_cli import weights as weights_mod
 from kdiff_cli.device import resolve_device
 from kdiff_cli.errors import KdiffError
@@ -234,6 +235,28 @@ def check_train_config(cfg: dict) -> None:
         raise KdiffError(f"seed must be >= 0, got {cfg['seed']}")
     if cfg["data"]["batch"] < 1:
         raise KdiffError(f"data.batch must be at least 1, got {cfg['data']['batch']}")
+    check_data_sizes(cfg["data"])
+
+
+#: memory per pixel of a training crop, lower bound: x, y and their blur temporaries (3 channels,
+#: float32) and the network's activations with gradients (a small model's; larger ones need more)
+TRAIN_BYTES_PER_CROP_PIXEL = 1024
+
+
+def check_data_sizes(d: dict) -> None:
+    """``data.kernel_size`` against the kernel size limit; a step's crops, the kernel bank and the
+    validation crops against the memory available (:mod:`kdiff_cli.limits`)."""
+    if d["kernel_size"] < 1:
+        raise KdiffError(f"data.kernel_size must be at least 1, got {d['kernel_size']}")
+    limits.check_kernel_size(d["kernel_size"], "data.kernel_size")
+    crop, batch, ks = d["crop"], d["batch"], d["kernel_size"]
+    if crop < 1:
+        raise KdiffError(f"data.crop must be positive, got {crop}")
+    need = (TRAIN_BYTES_PER_CROP_PIXEL * batch * crop * crop  # one step
+            + 4 * max(d["bank"], 0) * ks * ks  # the kernel bank (float32)
+            + 2 * 3 * 4 * max(d["val_count"], 0) * crop * crop)  # validation x and y (float32 RGB)
+    limits.check_memory(need, f"data.batch {batch} of data.crop {crop} (data.kernel_size {ks}, data.bank {d['bank']}, "
+                              f"data.val_count {d['val_count']})", "lower data.batch, data.crop, data.bank or data.val_count")
 
 
 # --------------------------------------------------------------------------- checkpoints
