@@ -1,8 +1,10 @@
 """The package's layers import one way: face -> apps -> blind -> maths -> foundation.
 
 Every module's imports (module level and inside functions) are parsed; a module may import
-its own layer and the layers below it, never above. Plugins may import maths, blind and the
-foundation, never apps or the face (docs/architecture.md).
+its own layer and the layers below it, never above. The face is ``cli.py`` with its command
+modules ``cli_common.py``, ``cli_deblur.py``, ``cli_eval.py``, plus ``progress.py`` and
+``__main__.py``. Plugins may import maths, blind and the foundation, never apps or the face
+(docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ PLUGINS = ROOT / "plugins"
 
 #: layer rank: a module may import modules of equal or lower rank
 RANKS = {"foundation": 0, "maths": 1, "blind": 2, "apps": 3, "face": 4}
-FACE = {"kdiff_cli.cli", "kdiff_cli.__main__", "kdiff_cli.progress"}
+#: the face: the command modules (cli.py and its cli_*.py), progress bars and tables, ``python -m kdiff_cli``
+FACE = {"kdiff_cli.cli", "kdiff_cli.cli_common", "kdiff_cli.cli_deblur", "kdiff_cli.cli_eval", "kdiff_cli.__main__", "kdiff_cli.progress"}
 
 
 def layer(module: str) -> str | None:

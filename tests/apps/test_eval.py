@@ -210,10 +210,10 @@ def test_aligned_columns_options_and_rescoring(fake_bsd, tmp_path, empty_hub):
 @pytest.mark.parametrize(
     "names,opts,message",
     [
-        (["psnr:radius=2"], [], "metric 'psnr' takes no option 'radius'"),
-        (["mnc"], ["border=3"], "no metric in --metric takes option 'border'"),
+        (["psnr:radius=2"], [], r"^metric 'psnr' takes no option 'radius' \(valid: border, max_shift\)$"),
+        (["mnc"], ["border=3"], r"no metric in --metric takes option 'border' \(valid: mnc: none\)$"),
         (["psnr"], ["ssim.border=3"], "no metric 'ssim' in --metric"),
-        (["psnr", "mnc"], ["mnc.border=3"], "metric 'mnc' takes no option 'border'"),
+        (["psnr", "mnc"], ["mnc.border=3"], r"^metric 'mnc' takes no option 'border' \(valid: none\)$"),
         (["psnr", "psnr:border=20"], [], "metric 'psnr' given twice"),
         (["psnr"], ["border"], "KEY=VALUE"),
         (["ssim"], ["max_shift=16"], r"border \(15\) must be at least max_shift \(16\)"),

@@ -5,7 +5,7 @@ import pytest
 
 from kdiff_cli.blind.settings import QUALITY, BlindSettings, quality_options, settings_dict
 from kdiff_cli.blind.window import parse_roi
-from kdiff_cli.cli import Quality
+from kdiff_cli.cli_deblur import Quality
 from kdiff_cli.errors import KdiffError
 
 

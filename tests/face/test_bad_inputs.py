@@ -61,6 +61,13 @@ CASES = [
      "--method-opt 'nokey=3': no method in --method takes option 'nokey' (valid: blurred: none; kernel-diff: classical,"),
     ("eval-scoped-nokey", ["eval", "bsd100", "-d", "{bsd}", *SMALL, "--method", "blurred,oracle", "--method-opt", "oracle.nokey=3",
                            "--out", "{d}/R"], {}, [], 2, "method 'oracle' takes no option 'nokey' (valid: device, sigma, solver, weights)"),
+    ("eval-metric-nokey", ["eval", "bsd100", "-d", "{bsd}", *SMALL, "--method", "blurred", "--metric", "psnr:x=1", "--out", "{d}/R"],
+     {}, [], 2, "metric 'psnr' takes no option 'x' (valid: border, max_shift)"),
+    ("eval-metric-opt-nokey", ["eval", "bsd100", "-d", "{bsd}", *SMALL, "--method", "blurred", "--metric", "psnr,mnc",
+                               "--metric-opt", "x=1", "--out", "{d}/R"], {}, [], 2,
+     "--metric-opt 'x=1': no metric in --metric takes option 'x' (valid: psnr: border, max_shift; mnc: none)"),
+    ("eval-metric-scoped-nokey", ["eval", "bsd100", "-d", "{bsd}", *SMALL, "--method", "blurred", "--metric", "psnr,mnc",
+                                  "--metric-opt", "mnc.border=3", "--out", "{d}/R"], {}, [], 2, "metric 'mnc' takes no option 'border' (valid: none)"),
     ("eval-dataset-option", ["eval", "folder", "-d", "{d}", "--crop", "64", "--method", "blurred", "--out", "{d}/R"], {}, [], 2,
      "--crop does not apply to dataset 'folder' (its options: --data-dir)"),
     # --- out of range: refused, never replaced (these passed before; kept passing)

@@ -65,32 +65,49 @@ def parse_methods(text: str, method_opts: list[str] | None = None) -> list[Metho
     valid = {s.name: plugins.option_names(s.method, s.method.run) for s in specs}
     for spec in specs:
         plugins.check_options(f"method {spec.name!r}", valid[spec.name], spec.options)
-    for pair in method_opts or []:
-        head, eq, value = pair.partition("=")
-        if not eq:
-            raise KdiffError(f"--method-opt must be KEY=VALUE or METHOD.KEY=VALUE, got {pair!r}")
-        scope, dot, key = head.rpartition(".")
-        opt = parse_pairs([f"{key}={value}"], "--method-opt")
-        key = next(iter(opt))
-        targets = [s for s in specs if s.label == scope or s.name == scope] if dot else specs
-        if dot and not targets:
-            raise KdiffError(f"--method-opt {pair!r}: no method {scope!r} in --method")
-        taken = 0
-        for spec in targets:
-            if valid[spec.name] is None or key in valid[spec.name]:
-                spec.options.setdefault(key, opt[key])
-                taken += 1
-            elif dot:
-                plugins.check_options(f"method {spec.name!r}", valid[spec.name], [key])
-        if not taken:
-            shown = "; ".join(f"{n}: {', '.join(sorted(v)) or 'none'}" for n, v in valid.items() if v is not None)
-            raise KdiffError(f"--method-opt {pair!r}: no method in --method takes option {key!r} (valid: {shown})")
+    apply_scoped_options("method", method_opts or [], [({s.label, s.name}, s.name, s.options) for s in specs], valid)
     return specs
 
 
 def default_methods() -> str:
     have = set(plugins.names("method"))
     return ",".join(m for m in DEFAULT_METHODS if m in have)
+
+
+# --------------------------------------------------------------------------- --method-opt, --metric-opt
+
+
+def apply_scoped_options(
+    kind: str, pairs: list[str], entries: list[tuple[set[str], str, dict]], valid: dict[str, set[str] | None],
+) -> None:
+    """Add ``--{kind}-opt [scope.]key=value`` pairs to the options of ``entries``.
+
+    ``entries`` are (the scopes that name it, the component's name, its options), ``valid`` the
+    keys each name takes (None: any). An unscoped pair goes to every entry that takes ``key`` (at
+    least one must); a scoped one to the entries its scope names (each must take it). Options
+    given inline win. The errors are one line and list the valid keys.
+    """
+    flag = f"--{kind}-opt"
+    for pair in pairs:
+        head, eq, value = pair.partition("=")
+        if not eq:
+            raise KdiffError(f"{flag} must be KEY=VALUE or {kind.upper()}.KEY=VALUE, got {pair!r}")
+        scope, dot, key = head.strip().rpartition(".")
+        opt = parse_pairs([f"{key}={value}"], flag)
+        key = next(iter(opt))
+        targets = [(name, options) for scopes, name, options in entries if not dot or scope in scopes]
+        if dot and not targets:
+            raise KdiffError(f"{flag} {pair!r}: no {kind} {scope!r} in --{kind}")
+        taken = 0
+        for name, options in targets:
+            if valid[name] is None or key in valid[name]:
+                options.setdefault(key, opt[key])
+                taken += 1
+            elif dot:
+                plugins.check_options(f"{kind} {name!r}", valid[name], [key])
+        if not taken:
+            shown = "; ".join(f"{n}: {', '.join(sorted(v)) or 'none'}" for n, v in valid.items() if v is not None)
+            raise KdiffError(f"{flag} {pair!r}: no {kind} in --{kind} takes option {key!r} (valid: {shown})")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -132,37 +149,21 @@ def parse_metric_options(names: list[str], metric_opts: list[str] | None = None)
 
     A metric takes the options named in its ``params``. An unscoped ``--metric-opt`` goes to every
     listed metric that takes it (at least one must); ``name.key=value`` to that metric only.
+    Unknown options are one-line errors listing the valid keys.
     """
     entries: list[tuple[str, dict]] = []
+    valid: dict[str, set[str]] = {}
     for text in names:
         name, *inline = text.split(":")
         name = name.strip()
-        obj = plugins.get("metric", name)
+        valid[name] = set(getattr(plugins.get("metric", name), "params", None) or {})
         opts = parse_pairs(inline, f"option of metric {name!r}")
-        for key in opts:
-            if key not in (getattr(obj, "params", None) or {}):
-                raise KdiffError(f"metric {name!r} takes no option {key!r}")
+        plugins.check_options(f"metric {name!r}", valid[name], opts)
         entries.append((name, opts))
     seen = [n for n, _ in entries]
     if len(set(seen)) != len(seen):
         raise KdiffError(f"metric {next(n for n in seen if seen.count(n) > 1)!r} given twice")
-    for pair in metric_opts or []:
-        head, eq, value = pair.partition("=")
-        if not eq:
-            raise KdiffError(f"--metric-opt must be KEY=VALUE or METRIC.KEY=VALUE, got {pair!r}")
-        scope, dot, key = head.strip().rpartition(".")
-        opt = parse_pairs([f"{key}={value}"], "--metric-opt")
-        key = next(iter(opt))
-        targets = [(n, o) for n, o in entries if n == scope] if dot else entries
-        if dot and not targets:
-            raise KdiffError(f"--metric-opt {pair!r}: no metric {scope!r} in --metric")
-        taken = [o for n, o in targets if key in (getattr(plugins.get("metric", n), "params", None) or {})]
-        if not taken and dot:
-            raise KdiffError(f"metric {scope!r} takes no option {key!r}")
-        if not taken:
-            raise KdiffError(f"--metric-opt {pair!r}: no metric in --metric takes option {key!r}")
-        for o in taken:
-            o.setdefault(key, opt[key])
+    apply_scoped_options("metric", metric_opts or [], [({n}, n, o) for n, o in entries], valid)
     return entries
 
 
