@@ -203,6 +203,28 @@ def ssim_aligned(estimate: np.ndarray, reference: np.ndarray, max_shift: int = A
     return ssim(al.estimate, al.reference)
 
 
+class PlainAndAligned:
+    """A full-reference image metric reported as it is and after alignment: columns ``<name>`` and
+    ``<name>_aligned`` (the ``psnr`` and ``ssim`` plugins). Subclasses set ``name``,
+    ``description``, ``plain(estimate, reference)`` and ``aligned(estimate, reference, max_shift, border)``."""
+
+    name = ""
+    target = "image"
+    higher_is_better = True
+    params = {"max_shift": ALIGN_MAX_SHIFT, "border": ALIGN_BORDER}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.columns = (cls.name, f"{cls.name}_aligned")
+
+    def validate_options(self, max_shift=ALIGN_MAX_SHIFT, border=ALIGN_BORDER) -> None:
+        check_alignment(max_shift, border)
+
+    def compute(self, estimate, reference, max_shift=ALIGN_MAX_SHIFT, border=ALIGN_BORDER) -> dict:
+        return {self.columns[0]: self.plain(estimate, reference),
+                self.columns[1]: self.aligned(estimate, reference, max_shift, border)}
+
+
 # --------------------------------------------------------------------------- Levin et al. error ratio
 
 
