@@ -30,7 +30,7 @@ def deblur_cmd(
     solver: Annotated[str, typer.Option(help="Solver F: wiener (default), dwdn, unrolled.", metavar="NAME", show_default=False)] = "wiener",
     quality: Annotated[Quality, typer.Option(help="fast, default, best: sampler/steps/samples.", metavar="LEVEL", show_default=False)] = Quality.default,
     seed: Annotated[int, typer.Option(help="Random seed (default 0); same seed, same x.", metavar="N", show_default=False)] = 0,
-    sampler: Annotated[Optional[str], typer.Option(help="Kernel sampler: ddim, ddpm, unguided (default: --quality's, ddim).", rich_help_panel=RESEARCH)] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="Kernel sampler: ddim, ddpm, lookup, unguided (default: --quality's, ddim).", rich_help_panel=RESEARCH)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps (default: --quality's; default quality: the sampler's, ddpm 1000, ddim 25).", rich_help_panel=RESEARCH)] = None,
     samples: Annotated[Optional[int], typer.Option(help="Kernels sampled as one batch; the lowest reblur residual wins (default: --quality's; default quality: 1).", rich_help_panel=RESEARCH)] = None,
     refiner: Annotated[str, typer.Option(help="Stage II refiner: alternating (default, measured) or reblur (the paper's gradient steps).", rich_help_panel=RESEARCH)] = "alternating",

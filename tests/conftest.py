@@ -396,3 +396,32 @@ def empty_hub(tmp_path, monkeypatch) -> Path:
     torch.hub.set_dir(str(tmp_path / "torch" / "hub"))
     yield tmp_path
     torch.hub.set_dir(previous)
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def _write_blocky_png(path: Path, h: int, w: int, seed: int) -> None:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    base = rng.random((h // 4 + 1, w // 4 + 1, 3))
+    img = np.kron(base, np.ones((4, 4, 1)))[:h, :w]  # blocky: edges to deblur
+    assert cv2.imwrite(str(path), (img * 255).round().astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> dict[str, Path]:
+    """A tiny training set: train/ (three blocky 40x48 PNGs and one smaller than the crop), val/ (two),
+    and a kernels.npz of six 7x7 kernels (training tests)."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "train").mkdir()
+    (root / "val").mkdir()
+    for i in range(3):
+        _write_blocky_png(root / "train" / f"im{i}.png", 40, 48, i)
+    _write_blocky_png(root / "train" / "small.png", 20, 24, 9)  # smaller than the crop: mirror-padded
+    for i in range(2):
+        _write_blocky_png(root / "val" / f"v{i}.png", 36, 36, 10 + i)
+    rng = np.random.default_rng(0)
+    np.savez(root / "kernels.npz", kernels=rng.random((6, 7, 7)))  # 7x7, put on the 9x9 canvas
+    return {"train": root / "train", "val": root / "val", "kernels": root / "kernels.npz", "root": root}

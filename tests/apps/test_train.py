@@ -19,7 +19,6 @@ import torch
 
 from kdiff_cli import config, weights
 from kdiff_cli.apps.train import data, log, runtime, state, task_base, tasks, loop as train
-from kdiff_cli.maths import ops
 from kdiff_cli.errors import KdiffError
 
 class ToyNet(torch.nn.Module):
@@ -57,30 +56,6 @@ class ToyTask(tasks.Task):
 
     def weights_metadata(self, cfg):
         return {"model": dict(cfg["model"])}
-
-
-def _write_png(path: Path, h: int, w: int, seed: int) -> None:
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    base = rng.random((h // 4 + 1, w // 4 + 1, 3))
-    img = np.kron(base, np.ones((4, 4, 1)))[:h, :w]  # blocky: edges to deblur
-    assert cv2.imwrite(str(path), (img * 255).round().astype(np.uint8))
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("data")
-    (root / "train").mkdir()
-    (root / "val").mkdir()
-    for i in range(3):
-        _write_png(root / "train" / f"im{i}.png", 40, 48, i)
-    _write_png(root / "train" / "small.png", 20, 24, 9)  # smaller than the crop: mirror-padded
-    for i in range(2):
-        _write_png(root / "val" / f"v{i}.png", 36, 36, 10 + i)
-    rng = np.random.default_rng(0)
-    np.savez(root / "kernels.npz", kernels=rng.random((6, 7, 7)))  # 7x7, put on the 9x9 canvas
-    return {"train": root / "train", "val": root / "val", "kernels": root / "kernels.npz", "root": root}
 
 
 @pytest.fixture
@@ -226,29 +201,6 @@ def test_csv_and_png(toy, dataset, tmp_path):
     assert (res.run_dir / log.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_lr_schedule():
-    f = [runtime.lr_factor(s, 10, 2, "cosine", 0.1) for s in range(10)]
-    assert f[:3] == [0.5, 1.0, 1.0]
-    assert f[6] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 0.5)))
-    assert all(a >= b for a, b in zip(f[1:], f[2:]))
-    assert runtime.lr_factor(9, 10, 0, "linear", 0.0) == pytest.approx(0.1)
-    assert runtime.lr_factor(9, 10, 2, "constant", 0.0) == 1.0
-
-
-def test_ema_update():
-    m = torch.nn.Linear(2, 1)
-    ema = runtime.EMA(m, decay=0.9)
-    with torch.no_grad():
-        w0 = m.weight.clone()
-        m.weight.add_(1.0)
-    ema.update(m, 0)  # warmed-up decay (1 + 0) / (10 + 0) = 0.1
-    assert torch.allclose(ema.module.weight, 0.1 * w0 + 0.9 * m.weight)
-    ema.update(m, 1000)  # decay 0.9
-    assert torch.allclose(ema.module.weight, 0.9 * (0.1 * w0 + 0.9 * m.weight) + 0.1 * m.weight)
-    with pytest.raises(KdiffError):
-        runtime.EMA(m, 1.0)
-
-
 def test_precision(toy, dataset, tmp_path):
     res = train.run("toy", overrides=_data_overrides(dataset) + ["train.steps=2", "train.precision=bf16"],
                     out=tmp_path / "bf16")
@@ -259,14 +211,6 @@ def test_precision(toy, dataset, tmp_path):
         train.run("toy", overrides=_data_overrides(dataset) + ["train.precision=fp8"], out=tmp_path / "fp8")
     with pytest.raises(KdiffError, match="device"):
         runtime.pick_device("tpu")
-
-
-def test_budget_steps_fits_the_schedule_to_the_time_left(monkeypatch):
-    monkeypatch.setattr(train.time, "perf_counter", lambda: 100.0)
-    # 50 steps in 10 s -> 5 it/s; 60 s of a 160 s budget left -> 300 more steps
-    assert train.budget_steps(60, 10_000, 10.0, session_start=0.0, budget_s=160.0) == 360
-    assert train.budget_steps(60, 200, 10.0, session_start=0.0, budget_s=160.0) == 200  # never above train.steps
-    assert train.budget_steps(60, 10_000, 10.0, session_start=0.0, budget_s=50.0) == 60  # budget spent
 
 
 # --------------------------------------------------------------------------- config
@@ -341,98 +285,7 @@ def test_bad_config_cli(cli, toy, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-# --------------------------------------------------------------------------- data
-
-
-def _source(ds, **kw) -> data.BlurredCrops:
-    args = dict(crop=32, sigma_min=0.01, sigma_max=0.03)
-    args.update(kw)
-    return data.BlurredCrops(data.load_images(ds["train"]), data.FileKernels(ds["kernels"], 9), **args)
-
-
-def test_batches(dataset):
-    src = _source(dataset)
-    b = src.sample(5, np.random.default_rng(0), torch.Generator().manual_seed(0))
-    assert b["x"].shape == (5, 3, 32, 32) and b["y"].shape == (5, 3, 32, 32) and b["k"].shape == (5, 1, 9, 9)
-    assert b["x"].dtype == b["y"].dtype == b["k"].dtype == b["sigma"].dtype == torch.float32
-    assert 0 <= b["x"].min() and b["x"].max() <= 1
-    assert torch.allclose(b["k"].sum((-2, -1)), torch.ones(5, 1)) and b["k"].min() >= 0
-    assert b["k"][:, :, 0].abs().sum() == 0  # 7x7 kernels centred on the 9x9 canvas
-    assert ((0.01 <= b["sigma"]) & (b["sigma"] <= 0.03)).all()
-    noise = b["y"] - ops.conv2d(b["x"], b["k"], "symmetric")
-    assert torch.allclose(noise.flatten(1).std(1), b["sigma"], rtol=0.15)
-    # noiseless: y is exactly the symmetric-boundary blur
-    b0 = _source(dataset, sigma_min=0.0, sigma_max=0.0).sample(3, np.random.default_rng(1), torch.Generator())
-    assert torch.equal(b0["y"], ops.conv2d(b0["x"], b0["k"], "symmetric"))
-    # same seeds, same batch; other seeds, other batch
-    again = src.sample(5, np.random.default_rng(0), torch.Generator().manual_seed(0))
-    assert all(torch.equal(b[k], again[k]) for k in b)
-    other = src.sample(5, np.random.default_rng(1), torch.Generator().manual_seed(0))
-    assert not torch.equal(b["x"], other["x"])
-
-
-def test_crop_and_flips():
-    img = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
-    rng = np.random.default_rng(0)
-    seen = set()
-    for _ in range(40):
-        c = data.random_crop(img, 4, rng, flip=True)
-        assert c.shape == (4, 4, 3)
-        seen.add((c[0, 0, 0] < c[0, -1, 0], c[0, 0, 0] < c[-1, 0, 0]))
-    assert seen == {(True, True), (True, False), (False, True), (False, False)}  # all four flips occur
-    c = data.random_crop(img, 4, np.random.default_rng(0), flip=False)
-    assert any(np.array_equal(c, img[i:i + 4, j:j + 4]) for i in range(3) for j in range(5))
-    assert data.random_crop(img, 10, rng, flip=False).shape == (10, 10, 3)  # mirror-padded
-
-
-def test_generator_mixture(monkeypatch):
-    class Box:
-        def __init__(self, name, side):
-            self.name, self.side = name, side
-
-        def sample(self, rng, count, size, width=None):
-            k = np.zeros((count, size, size))
-            s = width or self.side
-            c = size // 2
-            k[:, c - s // 2 : c - s // 2 + s, c - s // 2 : c - s // 2 + s] = rng.random((count, 1, 1)) + 1
-            return k
-
-    gens = {"small": Box("small", 1), "big": Box("big", 3)}
-    from kdiff_cli import plugins
-
-    monkeypatch.setattr(plugins, "get", lambda kind, name: gens[name])
-    src = data.GeneratorKernels(["small", "big"], [1.0, 3.0], 9, {"big": {"width": 5}})
-    k = src.sample(np.random.default_rng(0), 400)
-    assert k.shape == (400, 9, 9) and np.allclose(k.sum((1, 2)), 1)
-    big = (k > 0).sum((1, 2)) == 25
-    assert ((k > 0).sum((1, 2)) == 1).sum() + big.sum() == 400
-    assert 0.68 < big.mean() < 0.82  # weights 1:3
-    assert np.array_equal(k, src.sample(np.random.default_rng(0), 400))
-    with pytest.raises(KdiffError, match="2 generators"):
-        data.GeneratorKernels(["small", "big"], [1.0], 9)
-    with pytest.raises(KdiffError, match="not in data.generators"):
-        data.GeneratorKernels(["small"], [], 9, {"big": {}})
-    with pytest.raises(KdiffError, match="bad data.generator_params"):
-        data.GeneratorKernels(["small"], [], 9, {"small": {"nope": 1}}).sample(np.random.default_rng(0), 2)
-
-
-def test_data_errors(dataset, tmp_path):
-    with pytest.raises(KdiffError, match="image folder not found"):
-        data.load_images(tmp_path / "none")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(KdiffError, match="no images"):
-        data.load_images(tmp_path / "empty")
-    np.savez(tmp_path / "k.npz", other=np.ones((2, 3, 3)))
-    with pytest.raises(KdiffError, match="no array 'kernels'"):
-        data.FileKernels(tmp_path / "k.npz", 9)
-    (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(KdiffError, match="cannot read kernels file"):
-        data.FileKernels(tmp_path / "trunc.npz", 9)
-    np.savez(tmp_path / "z.npz", kernels=np.zeros((2, 3, 3)))
-    with pytest.raises(KdiffError, match="empty or not finite"):
-        data.FileKernels(tmp_path / "z.npz", 9)
-    with pytest.raises(KdiffError, match="sigma_min"):
-        _source(dataset, sigma_min=0.1, sigma_max=0.0)
+# --------------------------------------------------------------------------- data (more in test_train_data.py)
 
 
 def test_validation_batches_fixed(dataset):
@@ -445,44 +298,6 @@ def test_validation_batches_fixed(dataset):
 
 
 # --------------------------------------------------------------------------- tasks
-
-
-def test_task_registry(monkeypatch):
-    with pytest.raises(KdiffError, match="unknown task 'nope' \\(choose from dwdn, kernel-diff, unrolled\\)"):
-        tasks.get("nope")
-    monkeypatch.setitem(sys.modules, "kdiff_cli.apps.train.kernel_task", None)  # as if the file were missing
-    with pytest.raises(KdiffError, match="kernel_task.py is missing"):
-        tasks.get("kernel-diff")
-
-
-def test_solver_task(monkeypatch):
-    """dwdn/unrolled: the model section comes from the solver's constructor; L1 loss; PSNR."""
-
-    class FakeSolver(torch.nn.Module):
-        name = "dwdn"
-
-        def __init__(self, width: int = 4, levels: int = 2, act: str = "relu", scale: float = 1.0, extra=None):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-
-        def forward(self, y, k, sigma=None):
-            return y + self.conv(y) * sigma.view(-1, 1, 1, 1)
-
-    from kdiff_cli import plugins
-
-    monkeypatch.setattr(plugins, "get", lambda kind, name: FakeSolver)
-    task = tasks.get("dwdn")
-    assert task.defaults["model"] == {"width": 4, "levels": 2, "act": "relu", "scale": 1.0}
-    cfg = config.resolve("dwdn", task.defaults, overrides=["model.width=8", "loss.kind=charbonnier"])
-    model = task.build_model(cfg)
-    g = torch.Generator().manual_seed(0)
-    x = 0.8 * torch.rand(2, 3, 8, 8, generator=g)  # x + 0.1 stays in [0, 1]: PSNR exactly 20 dB
-    batch = {"x": x, "y": x + 0.1, "k": torch.ones(2, 1, 3, 3) / 9, "sigma": torch.zeros(2)}
-    assert task.loss(model, batch, g).item() == pytest.approx(float(np.sqrt(0.01 + 1e-6)), rel=1e-5)
-    assert task.validate(model, [batch], cfg, g)["psnr"] == pytest.approx(20.0, abs=0.01)
-    assert task.weights_metadata(cfg) == {"solver": "dwdn", "model": cfg["model"]}
-    with pytest.raises(KdiffError, match="unknown loss.kind"):
-        task.build_model({**cfg, "loss": {"kind": "l3", "eps": 1e-3}})
 
 
 # --------------------------------------------------------------------------- multi-process
@@ -513,27 +328,6 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
     assert ckpt["rng"][0]["numpy"] != ckpt["rng"][1]["numpy"]  # per-rank data streams
     assert [int(r["step"]) for r in csv.DictReader(open(out / log.LOG_NAME))] == [0, 2, 3]
     assert (out / state.EMA_NAME).is_file()
-
-
-@pytest.mark.parametrize("name", ["dwdn", "unrolled"])
-def test_shipped_solver_configs(name, monkeypatch, repo_root):
-    """configs/<name>-cpu.toml: valid against the task, one thread, the issue's data settings."""
-
-    class AnySolver(torch.nn.Module):  # free-form [model]: the real solver's keys are not checked here
-        def __init__(self, **model):
-            super().__init__()
-
-    from kdiff_cli import plugins
-
-    monkeypatch.setattr(plugins, "get", lambda kind, n: AnySolver)
-    task = tasks.get(name)
-    path = repo_root / "configs" / f"{name}-cpu.toml"
-    cfg = config.resolve(name, task.defaults, path)
-    runtime.check_train_config(cfg)
-    d = cfg["data"]
-    assert d["train_dir"] == str((repo_root.parent / "shared" / "data" / "train").resolve())
-    assert d["generators"] == ["borodenko", "boracchi-foi"] and d["kernel_size"] == 64 and d["crop"] == 128
-    assert (d["sigma_min"], d["sigma_max"]) == (0.0, 0.03) and cfg["train"]["threads"] == 1
 
 
 def test_init_fine_tunes_from_weights_and_refuses_other_tasks(toy, dataset, tmp_path):
