@@ -26,7 +26,7 @@ from kdiff_cli.maths import cues
 
 #: the bank's default content: the kernel prior's training mixture (configs/kernel-diff-autocorr.toml)
 GENERATORS = (("borodenko", 0.6), ("boracchi-foi", 0.25), ("linear", 0.1), ("gaussian", 0.05))
-#: default bank size (feature matrix ~ count x 2 x S^2 half floats: 8,000 x 64 px = 131 MB)
+#: default bank size (feature matrix count x 2 x S^2 floats: 8,000 x 64 px = 262 MB in memory, half that cached)
 BANK_COUNT = 8000
 #: the bank's seed (a fixed bank: the same y gives the same candidates in every run)
 BANK_SEED = 7
@@ -71,11 +71,12 @@ class KernelBank:
             parts = []
             for i in range(0, len(kernels), chunk):
                 k = self.kernels[i : i + chunk, None]
-                parts.append(features(cues.kernel_autocorrelation(k, self.size)).half())
+                parts.append(features(cues.kernel_autocorrelation(k, self.size)))
             feats = torch.cat(parts)
         if feats.shape != (len(kernels), 2 * self.size**2):
             raise KdiffError(f"kernel bank features of shape {tuple(feats.shape)} do not match {len(kernels)} kernels")
-        self.features = feats.half()
+        # rounded to half precision (what the cache file holds), kept in float32 for the searches
+        self.features = feats.half().float()
 
     def __len__(self) -> int:
         return len(self.kernels)
@@ -85,7 +86,7 @@ class KernelBank:
         if cue.shape[-1] != self.size:
             raise KdiffError(f"cue of size {cue.shape[-1]} does not match the bank's kernels ({self.size} px)")
         q = features(cue.float().cpu())
-        score = q @ self.features.float().T  # (B, N)
+        score = q @ self.features.T  # (B, N)
         s, i = score.topk(min(top, len(self)), dim=1)
         return Match(self.kernels[i], s)
 
@@ -127,7 +128,7 @@ def default_bank(size: int) -> KernelBank:
     bank = KernelBank(built.kernels.half().float(), feats=built.features)  # exactly what the cache holds
     try:
         with atomic_path(path) as tmp:
-            save_file({"kernels": bank.kernels.half(), "features": bank.features.contiguous()}, str(tmp))
+            save_file({"kernels": bank.kernels.half(), "features": bank.features.half()}, str(tmp))
     except OSError:
         pass
     return bank
