@@ -36,11 +36,13 @@ def deblur_cmd(
     refiner: Annotated[str, typer.Option(help="Stage II refiner: alternating (default, measured) or reblur (the paper's gradient steps).", rich_help_panel=RESEARCH)] = "alternating",
     refine_steps: Annotated[Optional[int], typer.Option(help="Stage II steps (default: --quality's; default quality: the refiner's, reblur 20 gradient steps, alternating 10 rounds per level; 0: none).", rich_help_panel=RESEARCH)] = None,
     classical: Annotated[bool, typer.Option("--classical/--no-classical", help="MAP_k also weighs the classical alternating estimate of the window; the lower reblur residual wins (measured default, docs/deblur.md).", rich_help_panel=RESEARCH)] = True,
-    kernel_size: Annotated[Optional[int], typer.Option(help="Kernel size (must match the kernel-diff weights; alternating: any).", rich_help_panel=RESEARCH)] = None,
+    kernel_size: Annotated[Optional[int], typer.Option(help="Side of the full-resolution kernel (default: auto; kernel-diff: from a coarse pass on photos, 64 on small images; alternating: 64).", rich_help_panel=RESEARCH)] = None,
+    linear: Annotated[bool, typer.Option("--linear/--no-linear", help="Estimate and deconvolve in linear light (sRGB decoded) and encode the result back (default: off, measured in docs/deblur.md).", rich_help_panel=RESEARCH)] = False,
+    choice: Annotated[str, typer.Option(help="MAP_k between the diffusion sample and the classical candidate: sparsity (of F(y, k), default) or reblur (the residual; rewards a dot).", rich_help_panel=RESEARCH)] = "sparsity",
     weights: Annotated[Optional[str], typer.Option(help="Kernel-diff weights: shipped name or .safetensors path.", rich_help_panel=RESEARCH)] = None,
     solver_weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).", rich_help_panel=RESEARCH)] = None,
     roi: Annotated[Optional[str], typer.Option(help="Kernel-estimation window x,y,w,h (default: strongest edges).", rich_help_panel=RESEARCH)] = None,
-    downscale: Annotated[str, typer.Option(help="auto, 1 or 2: estimate the kernel on the image downscaled by this factor.", rich_help_panel=RESEARCH)] = "auto",
+    downscale: Annotated[str, typer.Option(help="auto or N: run the kernel prior on the image downscaled N times (auto: where the blur fits its canvas).", rich_help_panel=RESEARCH)] = "auto",
     guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2 (default measured, see docs/deblur.md).", rich_help_panel=RESEARCH)] = 4.0,
     route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).", rich_help_panel=RESEARCH)] = "k0",
     discrepancy: Annotated[Optional[float], typer.Option(help="tau: guide the reblur residual to tau x the noise energy instead of down to 0 (default and 0: off, the paper's loss; see docs/deblur.md).", rich_help_panel=RESEARCH)] = None,
@@ -64,14 +66,12 @@ def deblur_cmd(
         **preset, "refiner": refiner, "classical": classical, "solver": solver,
         "guidance_scale": guidance_scale, "route": route, "roi": parse_roi(roi) if kernel is None else None, "downscale": downscale,
         "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
-        "kernel_size": kernel_size,
+        "kernel_size": kernel_size, "linear": linear, "choice": choice,
     }
     if discrepancy is not None:  # absent: the measured default of BlindSettings; 0: the paper's plain loss
         options["discrepancy"] = None if discrepancy == 0 else discrepancy
-    if method in ("kernel-diff", "unguided"):
-        options.pop("kernel_size")
-        if kernel_size is not None:
-            options["expect_kernel_size"] = kernel_size
+    if method not in ("kernel-diff", "unguided"):
+        options.pop("linear"), options.pop("choice")
 
     bars: dict = {}
 

@@ -23,7 +23,7 @@ class KernelDiff:
     description = "Kernel-Diff: guided kernel diffusion + Stage II, then x = F(y, k) (the paper's method)"
     sampler = "ddim"
     #: what the apps pass besides the user's options (``kdiff deblur``: device, callback, expected kernel size)
-    CONTEXT = ("device", "callback", "k_true", "expect_kernel_size")
+    CONTEXT = ("device", "callback", "k_true")
     #: memory per kernel sample, lower bound: the U-Net's activations with gradients per kernel pixel
     #: (measured ~10 KB at 64x64 for the shipped network) and the solver's canvas per window pixel
     #: (Stage II and guidance run F on the estimation window for every sample)
@@ -43,7 +43,6 @@ class KernelDiff:
         """Raise a one-line error for options that are not valid pipeline settings."""
         from kdiff_cli import limits, plugins
         from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings
-        from kdiff_cli.errors import KdiffError
 
         fields = BlindSettings.__dataclass_fields__
         plugins.check_options(f"method {cls.name!r}", cls.option_names(), set(options) - set(cls.CONTEXT))
@@ -51,16 +50,15 @@ class KernelDiff:
         settings.validate()
         # load (and cache) the network and the solver now, so bad weights fail before any image
         model = _models(options.get("weights") or DEFAULT_WEIGHTS, settings.solver, options.get("solver_weights"), str(options.get("device", "cpu")))[0]
-        expect = options.get("expect_kernel_size")
-        if expect is not None and expect != model.kernel_size:
-            raise KdiffError(f"--kernel-size {expect} does not match the weights' kernel size {model.kernel_size}")
+        if settings.kernel_size is not None:
+            limits.check_kernel_size(settings.kernel_size, "--kernel-size")
         S, window = model.kernel_size, settings.window
         per_sample = cls.SAMPLE_BYTES_PER_KERNEL_PIXEL * S * S + cls.SAMPLE_BYTES_PER_WINDOW_PIXEL * window * window
         limits.check_memory(settings.samples * per_sample, f"--samples {settings.samples} ({S}x{S} kernels, {window}x{window} window)",
                             "lower --samples")
 
     @classmethod
-    def run(cls, y, *, weights=None, solver_weights=None, device="cpu", callback=None, k_true=None, expect_kernel_size=None, **options):  # noqa: ARG003 (checked in validate_options)
+    def run(cls, y, *, weights=None, solver_weights=None, device="cpu", callback=None, k_true=None, **options):  # noqa: ARG003 (checked in validate_options)
         """Deblur ``y`` (1, C, H, W); ``options`` are :class:`kdiff_cli.blind.settings.BlindSettings` fields.
 
         Returns a :class:`kdiff_cli.blind.result.MethodResult` (unpacks as ``x, k, info``).
@@ -88,6 +86,8 @@ class KernelDiff:
             "residual": est.residual,
             "roi": list(est.roi),
             "scale": est.scale,
+            "plan": est.plan,
+            "scores": est.scores,
             "trace": est.trace,
             "refine_trace": est.refine_trace,
             "seconds": res.seconds,

@@ -39,7 +39,9 @@ class ReportEntry:
     agreement: float | None  # Kernel-Diff: MNC of the sample and the classical candidate
     final_sigma: float | None  # noise level of the final deconvolution
     roi: list[int] | None  # Kernel-Diff: x, y, w, h of the estimation window
-    scale: int | None  # Kernel-Diff: 1 or 2, downscale factor of the estimate
+    scale: int | None  # Kernel-Diff: downscale factor at which the kernel prior ran (1: full resolution)
+    plan: dict[str, Any] | None  # Kernel-Diff: how scale and kernel size were chosen (kdiff_cli.blind.scale)
+    scores: list[float] | None  # Kernel-Diff --choice sparsity: (sample, classical) normalized sparsity of F(y, k)
     seconds: float  # time spent by the method on this image
     warnings: list[str]  # what kdiff changed about the input or output (alpha dropped, values clipped, ...)
 
@@ -75,6 +77,8 @@ def report_entry(
         final_sigma=result.final_sigma,
         roi=None if est is None else [int(v) for v in est.roi],
         scale=None if est is None else int(est.scale),
+        plan=None if est is None else est.plan,
+        scores=None if est is None else est.scores,
         seconds=round(seconds, 3),
         warnings=list(warnings or []),
     )

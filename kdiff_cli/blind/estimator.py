@@ -25,12 +25,14 @@ from typing import Callable
 import torch
 
 from kdiff_cli import plugins
+from kdiff_cli.blind import scale
 from kdiff_cli.blind.final import deconvolve, final_sigma
 from kdiff_cli.blind.result import BlindResult, KernelEstimate
 from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings, settings_dict
 from kdiff_cli.blind.window import BORDER_MASS, border_mass, check_roi, downscale, select_window, upscale_kernel
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.maths import ops
+from kdiff_cli.maths import camera, choice, ops
+from kdiff_cli.maths.noise import noise_level
 from kdiff_cli.maths.guidance import ReblurGuidance, refine
 
 
@@ -65,19 +67,26 @@ def estimate_kernel(
 ) -> KernelEstimate:
     """Estimate one kernel for the image ``y`` (1, C, H, W) in [0, 1]."""
     settings.validate()
-    factors = {"auto": [1, 2], "1": [1], "2": [2]}[settings.downscale]
-    est = None
-    for factor in factors:
-        est = _estimate_at(y, model, schedule, solver, settings, factor, callback)
-        if settings.downscale != "auto" or border_mass(est.k) < BORDER_MASS:
-            break
-        if min(y.shape[-2:]) // 2 < model.kernel_size:
-            break
+    S = model.kernel_size
+    where = scale.plan(y, S, settings.kernel_size, settings.downscale, callback)
+    if where.how == "crop":  # the first release's path: full resolution, then 2x if the blur outgrows the canvas
+        for factor in (1, 2):
+            est = _estimate_at(y, model, schedule, solver, settings, factor, callback)
+            if border_mass(est.k) < BORDER_MASS or min(y.shape[-2:]) // 2 < S:
+                break
+    else:
+        k_classical = None
+        if where.coarse_k is not None:
+            k_classical = scale.to_scale(where.coarse_k, where.coarse_factor, where.factor, S)
+        est = _estimate_at(y, model, schedule, solver, settings, where.factor, callback, k_classical)
     est.k = upscale_kernel(est.k, est.scale)
+    if where.kernel_size is not None:
+        est.k = ops.center_kernel(ops.normalize_kernel(ops.resize_kernel_canvas(est.k, where.kernel_size)))
+    est.plan = where.report()
     return est
 
 
-def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> KernelEstimate:
+def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_classical=None) -> KernelEstimate:
     sampler = plugins.get("sampler", settings.sampler)
     refiner = plugins.get("refiner", settings.refiner)
     ys = downscale(y, factor)
@@ -125,11 +134,13 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback) -> Kern
     roi = (x0 * factor, y0 * factor, w * factor, h * factor)
     est = KernelEstimate(k_best, residuals, best, roi, factor, result.trace, refine_trace)
     if settings.classical:
-        _weigh_classical(est, win, solver, settings, S, f"x{factor} classical" if factor > 1 else "classical", callback)
+        _weigh_classical(est, win, solver, settings, S, f"x{factor} classical" if factor > 1 else "classical", callback,
+                         k_classical)
     return est
 
 
-def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, S: int, stage: str, callback) -> None:
+def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, S: int, stage: str, callback,
+                     k_c: torch.Tensor | None = None) -> None:
     """MAP_k over one more candidate: the classical alternating estimate of the same window.
 
     It replaces the sample when its reblur penalty is lower (same solver, noise level and penalty).
@@ -143,14 +154,20 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
         if callback:
             callback(stage, i, info["total"], {"residual": info["residual"]})
 
-    k_c = alternating.estimate_kernel(win, a_settings, on_round).k.to(device=est.k.device, dtype=est.k.dtype)
+    if k_c is None:  # photo scale brings the coarse pass's kernel (kdiff_cli.blind.scale)
+        k_c = alternating.estimate_kernel(win, a_settings, on_round).k
+    k_c = k_c.to(device=est.k.device, dtype=est.k.dtype)
     g = ReblurGuidance(solver, win, settings.sigma, discrepancy=settings.discrepancy)
     with torch.no_grad():  # (sample, classical) on the window
         both = torch.cat([g.residual(k.to(win.dtype)) for k in (est.k, k_c)])
     est.classical_residual = float(both[1])
     est.agreement = float(ops.mnc(est.k[0, 0].double(), k_c[0, 0].double()).clamp(0, 1))
-    penalty = g.penalty(both)
-    if bool(penalty[1] < penalty[0]):
+    if settings.choice == "sparsity":  # kdiff_cli.maths.choice: the reblur residual rewards a dot
+        score = choice.sparsity_scores(solver, win, [est.k, k_c], noise_level(settings.sigma, win))
+        est.scores = [float(v) for v in score]
+    else:
+        score = g.penalty(both)
+    if bool(score[1] < score[0]):
         est.k, est.kept = ops.center_kernel(k_c), "classical"
 
 
@@ -164,10 +181,14 @@ def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torc
     from kdiff_cli.maths.deconv import noise_level
 
     start = time.perf_counter()
-    est = estimate_kernel(y, model, schedule, solver, settings, callback)
+    y_work = camera.to_linear(y) if settings.linear else y
+    est = estimate_kernel(y_work, model, schedule, solver, settings, callback)
+    photo = est.plan is not None and est.plan.get("how") == "coarse"
     with torch.no_grad():
-        sigma = final_sigma(noise_level(settings.sigma, y), est.agreement, settings)
-    x = deconvolve(solver, y, est.k, sigma, tile=settings.tile)
+        sigma = final_sigma(noise_level(settings.sigma, y_work), est.agreement, settings, photo=photo)
+    x = deconvolve(solver, y_work, est.k, sigma, tile=settings.tile)
+    if settings.linear:
+        x = camera.to_encoded(x)
     return BlindResult(x, est, time.perf_counter() - start, float(sigma.reshape(-1)[0]))
 
 

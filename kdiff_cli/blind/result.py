@@ -23,12 +23,14 @@ class KernelEstimate:
     residuals: list[float]  # final reblur residual of each sample (window, after Stage II)
     chosen: int  # index of the sample kept
     roi: tuple[int, int, int, int]  # x, y, w, h of the window (full-resolution pixels)
-    scale: int  # 1 or 2: downscale factor of the estimation
+    scale: int  # downscale factor of the estimation (1: full resolution)
     trace: list[list[float]] = field(default_factory=list)  # per reverse step, per sample
     refine_trace: list[float] = field(default_factory=list)  # Stage II residuals of the chosen sample
     classical_residual: float | None = None  # reblur residual of the classical candidate (None: not run)
     kept: str = "sample"  # "sample" (the diffusion sample ``chosen``) or "classical"
     agreement: float | None = None  # MNC between the sample and the classical candidate (None: not run)
+    scores: list[float] | None = None  # --choice sparsity: (sample, classical) normalized sparsity of F(y, k)
+    plan: dict | None = None  # the scale plan (kdiff_cli.blind.scale.ScalePlan.report): factor, kernel_size, how, ...
 
     @property
     def residual(self) -> float:

@@ -27,6 +27,7 @@ class BlindSettings:
     samples: int = 1  # kernels sampled as one batch; the lowest residual wins (MAP_k)
     refiner: str = "alternating"  # Stage II refiner plugin: alternating (measured default) or reblur (the paper's)
     refine_steps: int | None = None  # J: Stage II steps (None: the refiner's default; 0: no Stage II)
+    choice: str = "sparsity"  # MAP_k between sample and classical candidate: sparsity (of F(y, k)) or reblur (residual)
     classical: bool = True  # the MAP_k choice also weighs the classical alternating estimate of the window
     guidance: bool = True  # Stage I steered by the reblur guidance (False: the unguided ablation, any sampler)
     solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
@@ -35,10 +36,12 @@ class BlindSettings:
     discrepancy: float | None = None  # tau: guide R towards tau N sigma^2 instead of down (None: the paper's R)
     window: int = 256  # side of the kernel-estimation window
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
-    downscale: str = "auto"  # "auto", "1" or "2": estimate on the image downscaled by this factor
+    downscale: str = "auto"  # "auto" (kdiff_cli.blind.scale) or an integer: estimate on the image downscaled by this factor
+    kernel_size: int | None = None  # side of the full-resolution kernel (None: auto, from the coarse pass on photos)
     sigma: float | None = None  # noise std of y (None: estimated)
     final_sigma_floor: float = 0.03  # without a second candidate: the final x = F(y, k) regularises as if sigma >= this
     kernel_uncertainty: float | None = 0.006  # u: with the classical candidate, sigma_final^2 = sigma^2 + u (1 - agreement); None: the floor
+    linear: bool = False  # estimate and deconvolve in linear light (sRGB decoded), write back encoded
     seed: int = 0
     tile: int = 512  # tile side of the final deconvolution
 
@@ -46,7 +49,8 @@ class BlindSettings:
     #: kernel-diff:KEY=VALUE`` hands over parsed values, coerced here as config overrides are
     _NUMBERS = {"steps": (0, True), "samples": (0, False), "refine_steps": (0, True), "guidance_scale": (0.0, False),
                 "discrepancy": (0.0, True), "window": (0, False), "sigma": (0.0, True), "final_sigma_floor": (0.0, False),
-                "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, False)}
+                "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, False),
+                "kernel_size": (0, True)}
 
     def __post_init__(self) -> None:
         # `kdiff eval --method kernel-diff:downscale=2` parses the value as a number
@@ -60,16 +64,22 @@ class BlindSettings:
     def validate(self) -> None:
         if self.samples < 1:
             raise KdiffError(f"--samples must be >= 1, got {self.samples}")
+        if not isinstance(self.linear, bool):
+            raise KdiffError(f"linear must be true or false, got {self.linear!r}")
         if not isinstance(self.classical, bool):
             raise KdiffError(f"classical must be true or false, got {self.classical!r}")
         plugins.get("sampler", self.sampler)  # unknown names: one-line error listing the known ones
         plugins.get("refiner", self.refiner)
         if self.refine_steps is not None and self.refine_steps < 0:
             raise KdiffError(f"--refine-steps must be >= 0, got {self.refine_steps}")
+        if self.choice not in ("sparsity", "reblur"):
+            raise KdiffError(f"--choice must be sparsity or reblur, got {self.choice!r}")
         if self.route not in ("k0", "kt"):
             raise KdiffError(f"--route must be k0 or kt, got {self.route!r}")
-        if self.downscale not in ("auto", "1", "2"):
-            raise KdiffError(f"--downscale must be auto, 1 or 2, got {self.downscale!r}")
+        if self.downscale != "auto" and not (self.downscale.isdigit() and 1 <= int(self.downscale) <= 16):
+            raise KdiffError(f"--downscale must be auto or an integer from 1 to 16, got {self.downscale!r}")
+        if self.kernel_size is not None and not 3 <= self.kernel_size:
+            raise KdiffError(f"--kernel-size must be >= 3, got {self.kernel_size}")
         if self.discrepancy is not None and not self.discrepancy > 0:
             raise KdiffError(f"--discrepancy must be > 0, got {self.discrepancy}")
         if not self.guidance_scale >= 0:

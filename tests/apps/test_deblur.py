@@ -58,7 +58,9 @@ def test_bad_file_skipped_exit_1(run, tiny_weights, photos):
         (["--samples", "0"], "--samples"),
         (["--roi", "1,2"], "--roi"),
         (["--weights", "nope"], "no shipped weights"),
-        (["--kernel-size", "32"], "--kernel-size 32"),
+        (["--kernel-size", "2"], "--kernel-size must be >= 3"),
+        (["--choice", "nosuch"], "--choice must be sparsity or reblur"),
+        (["--downscale", "x"], "--downscale must be auto or an integer"),
         (["--method", "nosuch"], "unknown method"),
         (["--refiner", "nosuch"], "unknown refiner 'nosuch'"),
         (["--sampler", "nosuch"], "unknown sampler 'nosuch'"),
@@ -198,7 +200,7 @@ REPORT_TYPES = {
     "input": (str,), "output": (str,), "kernel": (str,), "method": (str,), "quality": (str,), "settings": (dict,),
     "kernel_size": (list,), "residual": (float, None), "residuals": (list, None), "round_residuals": (list, None),
     "kept": (str, None), "classical_residual": (float, None), "agreement": (float, None),
-    "final_sigma": (float, None), "roi": (list, None), "scale": (int, None), "seconds": (float,), "warnings": (list,),
+    "final_sigma": (float, None), "roi": (list, None), "scale": (int, None), "plan": (dict, None), "scores": (list, None), "seconds": (float,), "warnings": (list,),
 }
 
 
@@ -223,6 +225,8 @@ def test_report_fields_have_one_type_each(run, tiny_weights, photos):
     # alternating: the one candidate's residual, and the per-round curve apart (the two were swapped)
     assert al["residuals"] == [al["residual"]] and len(al["round_residuals"]) > 1
     assert kd["round_residuals"] is None and kd["scale"] == 1 and len(kd["roi"]) == 4
+    assert kd["plan"]["how"] == "given" and kd["plan"]["factor"] == 1  # FAST passes --downscale 1
+    assert len(kd["scores"]) == 2 and all(isinstance(v, float) for v in kd["scores"])
 
 
 def test_report_json_doc_lists_every_field(repo_root):
