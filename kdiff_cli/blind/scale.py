@@ -4,13 +4,14 @@ The kernel prior and its guidance work on a fixed canvas (64 x 64 for the shippe
 photograph's camera shake spans from a few pixels to a few hundred, so the estimate is made at the
 scale where the blur fits that canvas, and the kernel is brought back to full resolution:
 
-* **crop scale** -- images whose short side is under ``CROP_SIDE`` = 512 px (BSD100's 481 x 321 and
-  the 256 x 256 benchmark crops): the prior runs at full resolution; when the estimate's mass
+* **crop scale** -- images whose short side is under ``CROP_SIDE`` = 300 px (the 256 x 256 benchmark
+  crops): the prior runs at full resolution; when the estimate's mass
   reaches its canvas border, once more on the image downscaled 2x (the first release's behaviour,
   kept bit for bit so that the 256 x 256 benchmarks stay comparable).
 * **photo scale** -- larger images: a coarse pass, the classical alternating estimator on the image
   downscaled so that its short side is about ``COARSE_SIDE`` px, with a ``COARSE_CANVAS`` kernel
-  (so it covers blur up to ~12% of the short side: 90 px on a 1 MP photo, 360 px on a 12 MP one).
+  (so it covers blur up to ~12% of the short side: 90 px on a 1 MP photo, 360 px on a 12 MP one;
+  an image that needs no downscaling gets the prior's canvas, 64 px).
   The extent ``E`` of that kernel (full-resolution px, the side of the box holding the pixels above
   ``EXTENT_FRACTION`` of the peak) sets the estimation scale ``f = ceil(E / FIT)`` (capped at the
   coarse factor) where the blur fills at most ``FIT`` px of the canvas; the coarse kernel, brought
@@ -34,8 +35,8 @@ from kdiff_cli.maths import ops
 
 #: short side (px) of the image at the coarse pass
 COARSE_SIDE = 384
-#: images whose short side is below this are estimated at crop scale (BSD100's 481 x 321, 256 x 256 crops)
-CROP_SIDE = 512
+#: images whose short side is below this are estimated at crop scale (the 256 x 256 benchmark crops)
+CROP_SIDE = 300
 #: kernel side of the coarse pass (at the coarse scale)
 COARSE_CANVAS = 45
 #: the coarse pass's window side (at the coarse scale)
@@ -63,9 +64,9 @@ class ScalePlan:
 
 
 def coarse_factor(H: int, W: int) -> int:
-    """Downscale factor that brings the short side to about :data:`COARSE_SIDE` (1: a crop-scale image)."""
+    """Downscale factor that brings the short side to about :data:`COARSE_SIDE`."""
     short = min(H, W)
-    return 1 if short < CROP_SIDE else max(2, round(short / COARSE_SIDE))
+    return max(1, round(short / COARSE_SIDE))
 
 
 def kernel_extent(k: torch.Tensor, fraction: float = EXTENT_FRACTION) -> int:
@@ -94,15 +95,19 @@ def to_scale(k: torch.Tensor, from_factor: int, to_factor: int, canvas: int) -> 
     return ops.center_kernel(ops.normalize_kernel(ops.resize_kernel_canvas(k, canvas))).to(torch.float32)
 
 
-def coarse_pass(y: torch.Tensor, factor: int, callback=None) -> torch.Tensor:
-    """The classical alternating estimate on ``y`` downscaled ``factor``x (the strongest-edge window)."""
+def coarse_pass(y: torch.Tensor, factor: int, canvas: int, callback=None) -> torch.Tensor:
+    """The classical alternating estimate on ``y`` downscaled ``factor``x (the strongest-edge window).
+
+    At ``factor`` 1 the kernel side is the prior's ``canvas``, else :data:`COARSE_CANVAS`.
+    """
     from kdiff_cli.blind.window import downscale, select_window
     from kdiff_cli.maths import alternating
 
     ys = downscale(y, factor)
     x0, y0, w, h = select_window(ys, COARSE_WINDOW)
     win = ys[..., y0 : y0 + h, x0 : x0 + w]
-    settings = alternating.AlternatingSettings(kernel_size=min(COARSE_CANVAS, min(h, w)))
+    side = canvas if factor == 1 else COARSE_CANVAS
+    settings = alternating.AlternatingSettings(kernel_size=min(side, h, w))
 
     def on_round(i, info):
         if callback:
@@ -121,10 +126,10 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
         return ScalePlan(factor, kernel_size, "given")
     if downscale != "auto":
         return ScalePlan(int(downscale), None, "given")
-    f0 = coarse_factor(H, W)
-    if f0 == 1:
+    if min(H, W) < CROP_SIDE:
         return ScalePlan(1, None, "crop")
-    k0 = coarse_pass(y, f0, callback)
+    f0 = coarse_factor(H, W)
+    k0 = coarse_pass(y, f0, canvas, callback)
     extent = kernel_extent(k0) * f0
     factor = min(f0, max(1, math.ceil(extent / FIT)))
     return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0)
