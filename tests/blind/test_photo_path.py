@@ -1,0 +1,39 @@
+"""Kernel-Diff at photo scale end to end (tiny weights): the plan in the result, the kernel canvas,
+--linear, determinism per seed."""
+
+import torch
+
+from kdiff_cli import plugins
+from kdiff_cli.blind import scale
+from kdiff_cli.maths import ops
+
+
+def _photo(n: int = 320) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, n // 8, n // 8, generator=g), size=(n, n), mode="nearest")
+    k = torch.zeros(1, 1, 9, 9)
+    k[0, 0, 4, :] = 1 / 9
+    return ops.conv2d(x, k).clamp(0, 1)
+
+
+def test_photo_scale_plan_and_kernel(tiny_weights):
+    y = _photo()
+    method = plugins.get("method", "kernel-diff")
+    opts = dict(weights=str(tiny_weights), steps=2, refine_steps=1, seed=3)
+    x, k, info = method.run(y, **opts)
+    plan = info["plan"]
+    assert plan["how"] == "coarse" and plan["coarse_factor"] == 1 and plan["factor"] == 1
+    assert k.shape[-1] == plan["kernel_size"] == scale.odd_side(plan["extent"])
+    assert abs(float(k.sum()) - 1) < 1e-5 and float(k.min()) >= 0 and x.shape == y.shape
+    assert len(info["scores"]) == 2 and info["kept"] in ("sample", "classical")
+    x2, k2, _ = method.run(y, **opts)
+    assert torch.equal(x, x2) and torch.equal(k, k2)  # same seed, same result
+    xl, _, info_l = method.run(y, linear=True, **opts)
+    assert xl.shape == y.shape and float(xl.min()) >= 0 and float(xl.max()) <= 1 and not torch.equal(xl, x)
+    assert info_l["settings"]["linear"] is True
+
+
+def test_given_kernel_size_is_honoured(tiny_weights):
+    y = _photo()
+    _, k, info = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1, kernel_size=21)
+    assert k.shape[-1] == 21 and info["plan"] == {"factor": 2, "kernel_size": 21, "how": "given", "coarse_factor": None, "extent": None}

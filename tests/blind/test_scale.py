@@ -1,0 +1,47 @@
+"""Blur at photo scale (kdiff_cli.blind.scale): the coarse pass, the extent, the plan."""
+
+import pytest
+import torch
+
+from kdiff_cli.blind import scale
+from kdiff_cli.errors import KdiffError
+from kdiff_cli.maths import ops
+
+
+def test_extent_side_and_factor():
+    k = torch.zeros(1, 1, 31, 31)
+    k[0, 0, 15, 8:21] = 1.0  # 13 px horizontal line
+    k[0, 0, 10, 15] = 0.01  # below 5% of the peak: not counted
+    assert scale.kernel_extent(k) == 13
+    assert scale.odd_side(13) == 25 and scale.odd_side(72) % 2 == 1 and scale.odd_side(72) >= 1.25 * 72 + 8
+    assert scale.coarse_factor(256, 256) == 1 and scale.coarse_factor(680, 1024) == 2
+    assert scale.coarse_factor(3000, 4000) == 8
+
+
+def test_to_scale_keeps_the_shape():
+    k = torch.zeros(1, 1, 45, 45)
+    k[0, 0, 22, 12:33] = 1.0  # 21 px line at downscale 2 -> 42 px at full resolution
+    k = ops.normalize_kernel(k)
+    up = scale.to_scale(k, 2, 1, 64)
+    assert up.shape[-1] == 64 and abs(float(up.sum()) - 1) < 1e-5
+    assert 40 <= scale.kernel_extent(up) <= 44
+
+
+def test_plan_crop_given_and_coarse():
+    small = torch.rand(1, 3, 256, 256)
+    assert scale.plan(small, 16, None, "auto").how == "crop"
+    given = scale.plan(small, 16, 40, "auto")
+    assert (given.how, given.factor, given.kernel_size) == ("given", 3, 40)
+    assert scale.plan(small, 16, None, "2").factor == 2
+    with pytest.raises(KdiffError, match="--kernel-size"):
+        scale.plan(small, 16, 2, "auto")
+    # a 320 px photo blurred by a 9 px line: the coarse pass runs at full resolution and measures it
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(1, 1, 40, 40, generator=g), size=(320, 320), mode="nearest")
+    k = torch.zeros(1, 1, 9, 9)
+    k[0, 0, 4, :] = 1 / 9
+    y = ops.conv2d(x.expand(1, 3, -1, -1).contiguous(), k)
+    p = scale.plan(y, 16, None, "auto")
+    assert p.how == "coarse" and p.coarse_factor == 1 and p.factor == 1
+    assert 7 <= p.extent <= 11 and p.kernel_size == scale.odd_side(p.extent)
+    assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent"}
