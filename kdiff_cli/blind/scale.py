@@ -19,6 +19,9 @@ scale where the blur fits that canvas, and the kernel is brought back to full re
   ``f``x and returned on a canvas of ``kernel_size`` = the odd side ``>= 1.25 E + 8``.
   Measured on lai-uniform (docs/deblur.md): refining the kernel once more at full resolution
   (alternating from the upsampled estimate) lowered PSNR on 8 of 12 photos, so it is not done.
+  Night photos: when several isolated light streaks agree on one shape
+  (:mod:`kdiff_cli.maths.streaks`), that shape is the coarse kernel instead of the alternating
+  estimate (which returns a dot on dark, noisy, clipped photos).
 * **given** -- ``--kernel-size N``: estimated at ``f = ceil(N / canvas)`` (the classical candidate
   too) and returned on an N x N canvas.
 """
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from kdiff_cli.errors import KdiffError
-from kdiff_cli.maths import ops
+from kdiff_cli.maths import ops, streaks
 
 #: short side (px) of the image at the coarse pass
 COARSE_SIDE = 384
@@ -57,10 +60,11 @@ class ScalePlan:
     coarse_factor: int | None = None  # downscale factor of the coarse pass
     extent: int | None = None  # full-resolution extent of the coarse kernel (px)
     coarse_k: torch.Tensor | None = None  # (1, 1, s, s) the coarse kernel at the coarse scale
+    streaks: int | None = None  # light streaks that agreed on the coarse kernel (None: it came from the alternating pass)
 
     def report(self) -> dict:
         return {"factor": self.factor, "kernel_size": self.kernel_size, "how": self.how,
-                "coarse_factor": self.coarse_factor, "extent": self.extent}
+                "coarse_factor": self.coarse_factor, "extent": self.extent, "streaks": self.streaks}
 
 
 def coarse_factor(H: int, W: int) -> int:
@@ -93,6 +97,12 @@ def to_scale(k: torch.Tensor, from_factor: int, to_factor: int, canvas: int) -> 
     side = max(1, round(k.shape[-1] * from_factor / to_factor))
     k = resample_kernel(k.double(), side) if side != k.shape[-1] else k.double()
     return ops.center_kernel(ops.normalize_kernel(ops.resize_kernel_canvas(k, canvas))).to(torch.float32)
+
+
+def downscale_image(y: torch.Tensor, factor: int) -> torch.Tensor:
+    from kdiff_cli.blind.window import downscale
+
+    return downscale(y, factor)
 
 
 def coarse_pass(y: torch.Tensor, factor: int, canvas: int, callback=None) -> torch.Tensor:
@@ -129,10 +139,15 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
     if min(H, W) < CROP_SIDE:
         return ScalePlan(1, None, "crop")
     f0 = coarse_factor(H, W)
-    k0 = coarse_pass(y, f0, canvas, callback)
+    side = canvas if f0 == 1 else COARSE_CANVAS
+    found = streaks.streak_kernel(downscale_image(y, f0), side)
+    if found is not None:  # several isolated lights drew the same shape: that is the kernel
+        k0, count = found.k, found.count
+    else:
+        k0, count = coarse_pass(y, f0, canvas, callback), None
     extent = kernel_extent(k0) * f0
     factor = min(f0, max(1, math.ceil(extent / FIT)))
-    return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0)
+    return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0, count)
 
 
 __all__ = ["ScalePlan", "plan", "coarse_factor", "coarse_pass", "kernel_extent", "odd_side", "to_scale",

@@ -44,4 +44,4 @@ def test_plan_crop_given_and_coarse():
     p = scale.plan(y, 16, None, "auto")
     assert p.how == "coarse" and p.coarse_factor == 1 and p.factor == 1
     assert 7 <= p.extent <= 11 and p.kernel_size == scale.odd_side(p.extent)
-    assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent"}
+    assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent", "streaks"} and p.streaks is None
