@@ -41,6 +41,7 @@ FINAL_SIGMA = BlindSettings.final_sigma_floor
 #: leave out the classical candidate of the MAP_k choice, so that they measure the diffusion part)
 CONFIGS = {
     "default (ddim 25 + alternating + classical candidate)": {},
+    "default with the reblur MAP_k choice (previous release)": {"choice": "reblur"},
     "ddim25 + alternating (no classical candidate)": {"classical": False},
     "default with the fixed 0.03 final floor (previous release)": {"kernel_uncertainty": None},
     "reblur Stage II (paper)": {"refiner": "reblur", "classical": False},
