@@ -34,7 +34,7 @@ class ReportEntry:
     residual: float | None  # reblur residual of the kernel kept (None: the method reports none)
     residuals: list[float] | None  # the same for each candidate kernel
     round_residuals: list[float] | None  # alternating: RMS reblur residual of every round
-    kept: str | None  # Kernel-Diff: "sample" or "classical"
+    kept: str | None  # Kernel-Diff: "sample", "classical" or "none" (the input kept)
     classical_residual: float | None  # Kernel-Diff: reblur residual of the classical candidate
     agreement: float | None  # Kernel-Diff: MNC of the sample and the classical candidate
     final_sigma: float | None  # noise level of the final deconvolution

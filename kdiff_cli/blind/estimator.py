@@ -163,8 +163,15 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
     est.classical_residual = float(both[1])
     est.agreement = float(ops.mnc(est.k[0, 0].double(), k_c[0, 0].double()).clamp(0, 1))
     if settings.choice == "sparsity":  # kdiff_cli.maths.choice: the reblur residual rewards a dot
-        score = choice.sparsity_scores(solver, win, [est.k, k_c], noise_level(settings.sigma, win))
+        candidates = [est.k, k_c] + ([choice.delta_like(k_c)] if settings.fallback else [])
+        score = choice.sparsity_scores(solver, win, candidates, noise_level(settings.sigma, win))
         est.scores = [float(v) for v in score]
+        if settings.fallback and bool(score[2] < score[:2].min()):
+            # neither kernel makes F(y, k) sharper than y itself: keep the input (no photo made worse)
+            est.k, est.kept = choice.delta_like(k_c), "none"
+            with torch.no_grad():
+                est.none_residual = float(g.residual(est.k.to(win.dtype)))
+            return
     else:
         score = g.penalty(both)
     if bool(score[1] < score[0]):
@@ -186,9 +193,13 @@ def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torc
     photo = est.plan is not None and est.plan.get("how") == "coarse"
     with torch.no_grad():
         sigma = final_sigma(noise_level(settings.sigma, y_work), est.agreement, settings, photo=photo)
-    x = deconvolve(solver, y_work, est.k, sigma, tile=settings.tile)
-    if settings.linear:
-        x = camera.to_encoded(x)
+    if est.kept == "none":  # the fallback: no kernel explained y better than no blur
+        est.k = choice.delta_like(est.k)
+        x = y.clone()
+    else:
+        x = deconvolve(solver, y_work, est.k, sigma, tile=settings.tile)
+        if settings.linear:
+            x = camera.to_encoded(x)
     return BlindResult(x, est, time.perf_counter() - start, float(sigma.reshape(-1)[0]))
 
 

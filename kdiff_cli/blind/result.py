@@ -27,14 +27,17 @@ class KernelEstimate:
     trace: list[list[float]] = field(default_factory=list)  # per reverse step, per sample
     refine_trace: list[float] = field(default_factory=list)  # Stage II residuals of the chosen sample
     classical_residual: float | None = None  # reblur residual of the classical candidate (None: not run)
-    kept: str = "sample"  # "sample" (the diffusion sample ``chosen``) or "classical"
+    kept: str = "sample"  # "sample" (the diffusion sample ``chosen``), "classical" or "none" (the fallback: y kept)
     agreement: float | None = None  # MNC between the sample and the classical candidate (None: not run)
-    scores: list[float] | None = None  # --choice sparsity: (sample, classical) normalized sparsity of F(y, k)
+    scores: list[float] | None = None  # --choice sparsity: (sample, classical[, delta]) normalized sparsity of F(y, k)
+    none_residual: float | None = None  # kept "none": the reblur residual of the delta kernel
     plan: dict | None = None  # the scale plan (kdiff_cli.blind.scale.ScalePlan.report): factor, kernel_size, how, ...
 
     @property
     def residual(self) -> float:
         """Reblur residual of the kernel kept (the chosen sample's or the classical candidate's)."""
+        if self.kept == "none":
+            return self.none_residual
         return self.classical_residual if self.kept == "classical" else self.residuals[self.chosen]
 
 

@@ -28,6 +28,7 @@ class BlindSettings:
     refiner: str = "alternating"  # Stage II refiner plugin: alternating (measured default) or reblur (the paper's)
     refine_steps: int | None = None  # J: Stage II steps (None: the refiner's default; 0: no Stage II)
     choice: str = "sparsity"  # MAP_k between sample and classical candidate: sparsity (of F(y, k)) or reblur (residual)
+    fallback: bool = True  # --choice sparsity: keep y itself when no kernel's F(y, k) is sharper than y's own
     classical: bool = True  # the MAP_k choice also weighs the classical alternating estimate of the window
     guidance: bool = True  # Stage I steered by the reblur guidance (False: the unguided ablation, any sampler)
     solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
@@ -64,6 +65,8 @@ class BlindSettings:
     def validate(self) -> None:
         if self.samples < 1:
             raise KdiffError(f"--samples must be >= 1, got {self.samples}")
+        if not isinstance(self.fallback, bool):
+            raise KdiffError(f"fallback must be true or false, got {self.fallback!r}")
         if not isinstance(self.linear, bool):
             raise KdiffError(f"linear must be true or false, got {self.linear!r}")
         if not isinstance(self.classical, bool):

@@ -48,6 +48,13 @@ def normalized_sparsity(x: torch.Tensor, border: int = BORDER, valid: torch.Tens
     return mag.sum(1) / mag.square().sum(1).sqrt().clamp(min=1e-12)
 
 
+def delta_like(k: torch.Tensor) -> torch.Tensor:
+    """The no-blur kernel on ``k``'s canvas: 1 at index size//2 (the fallback candidate)."""
+    d = torch.zeros_like(k)
+    d[..., k.shape[-2] // 2, k.shape[-1] // 2] = 1
+    return d
+
+
 def sparsity_scores(solver: torch.nn.Module, y: torch.Tensor, kernels: list[torch.Tensor], sigma: torch.Tensor) -> torch.Tensor:
     """The normalized sparsity of ``F(y, k)`` for each candidate kernel (len(kernels),); lower is sharper.
 
@@ -64,4 +71,4 @@ def sparsity_scores(solver: torch.nn.Module, y: torch.Tensor, kernels: list[torc
     return torch.cat([normalized_sparsity(x, valid=valid) for x in xs])
 
 
-__all__ = ["normalized_sparsity", "sparsity_scores", "SIGMA_FLOOR"]
+__all__ = ["normalized_sparsity", "sparsity_scores", "delta_like", "SIGMA_FLOOR"]

@@ -147,8 +147,8 @@ def test_default_refine_steps_recorded(run, tiny_weights, photos):
 
 def test_classical_candidate_in_the_map_k_choice(run, tiny_weights, photos):
     out, off = photos / "cls", photos / "nocls"
-    assert run(photos / "a.png", "--out", out, "--weights", tiny_weights, *FAST).exit_code == 0
-    assert run(photos / "a.png", "--out", off, "--weights", tiny_weights, "--no-classical", *FAST).exit_code == 0
+    assert run(photos / "a.png", "--out", out, "--weights", tiny_weights, "--choice", "reblur", *FAST).exit_code == 0
+    assert run(photos / "a.png", "--out", off, "--weights", tiny_weights, "--no-classical", "--choice", "reblur", *FAST).exit_code == 0
     on = json.loads((out / "report.json").read_text())["a.png"]
     no = json.loads((off / "report.json").read_text())["a.png"]
     assert no["kept"] == "sample" and no["classical_residual"] is None and no["settings"]["classical"] is False
@@ -165,6 +165,17 @@ def test_classical_candidate_in_the_map_k_choice(run, tiny_weights, photos):
     assert no["agreement"] is None and no["final_sigma"] >= 0.03 - 1e-6
     assert 0 <= on["agreement"] <= 1
     assert on["final_sigma"] ** 2 >= 0.006 * (1 - on["agreement"]) - 1e-9
+
+
+def test_sparsity_choice_keeps_the_lowest_score(run, tiny_weights, photos):
+    """The default --choice sparsity: the kept candidate has the lowest normalized sparsity of F(y, k)
+    (sample, classical, and the delta of the fallback); the residual rule no longer decides."""
+    out = photos / "sp"
+    assert run(photos / "a.png", "--out", out, "--weights", tiny_weights, *FAST).exit_code == 0
+    entry = json.loads((out / "report.json").read_text())["a.png"]
+    names = ["sample", "classical", "none"]
+    assert len(entry["scores"]) == 3 and entry["kept"] == names[int(np.argmin(entry["scores"]))]
+    assert entry["settings"]["choice"] == "sparsity" and entry["settings"]["fallback"] is True
 
 
 # --------------------------------------------------------------------------- --quality presets
@@ -226,7 +237,7 @@ def test_report_fields_have_one_type_each(run, tiny_weights, photos):
     assert al["residuals"] == [al["residual"]] and len(al["round_residuals"]) > 1
     assert kd["round_residuals"] is None and kd["scale"] == 1 and len(kd["roi"]) == 4
     assert kd["plan"]["how"] == "given" and kd["plan"]["factor"] == 1  # FAST passes --downscale 1
-    assert len(kd["scores"]) == 2 and all(isinstance(v, float) for v in kd["scores"])
+    assert len(kd["scores"]) == 3 and all(isinstance(v, float) for v in kd["scores"])
 
 
 def test_report_json_doc_lists_every_field(repo_root):

@@ -19,7 +19,7 @@ def _photo(n: int = 320) -> torch.Tensor:
 def test_photo_scale_plan_and_kernel(tiny_weights):
     y = _photo()
     method = plugins.get("method", "kernel-diff")
-    opts = dict(weights=str(tiny_weights), steps=2, refine_steps=1, seed=3)
+    opts = dict(weights=str(tiny_weights), steps=2, refine_steps=1, seed=3, fallback=False)  # the tiny prior: no fallback
     x, k, info = method.run(y, **opts)
     plan = info["plan"]
     assert plan["how"] == "coarse" and plan["coarse_factor"] == 1 and plan["factor"] == 1
@@ -37,3 +37,16 @@ def test_given_kernel_size_is_honoured(tiny_weights):
     y = _photo()
     _, k, info = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1, kernel_size=21)
     assert k.shape[-1] == 21 and info["plan"] == {"factor": 2, "kernel_size": 21, "how": "given", "coarse_factor": None, "extent": None, "streaks": None}
+
+
+def test_fallback_keeps_the_input_when_no_kernel_sharpens_it(tiny_weights):
+    from kdiff_cli.maths import choice
+
+    g = torch.Generator().manual_seed(2)
+    sharp = torch.nn.functional.interpolate(torch.rand(1, 3, 40, 40, generator=g), size=(320, 320), mode="nearest")
+    method = plugins.get("method", "kernel-diff")
+    x, k, info = method.run(sharp, weights=str(tiny_weights), steps=2, refine_steps=1)
+    assert info["kept"] == "none" and info["scores"][2] < min(info["scores"][:2])
+    assert torch.equal(x, sharp) and torch.equal(k, choice.delta_like(k)) and isinstance(info["residual"], float)
+    _, _, off = method.run(sharp, weights=str(tiny_weights), steps=2, refine_steps=1, fallback=False)
+    assert off["kept"] in ("sample", "classical") and len(off["scores"]) == 2
