@@ -50,3 +50,19 @@ def test_fallback_keeps_the_input_when_no_kernel_sharpens_it(tiny_weights):
     assert torch.equal(x, sharp) and torch.equal(k, choice.delta_like(k)) and isinstance(info["residual"], float)
     _, _, off = method.run(sharp, weights=str(tiny_weights), steps=2, refine_steps=1, fallback=False)
     assert off["kept"] in ("sample", "classical") and len(off["scores"]) == 2
+
+
+def test_agreeing_light_streaks_give_the_kernel(tiny_weights):
+    from kdiff_cli.maths import camera
+
+    k = torch.zeros(1, 1, 15, 15)
+    for t, r in enumerate([4, 5, 6, 7, 8, 9, 8, 7, 6, 7, 8]):
+        k[0, 0, r, 2 + t] = 1.0
+    k = ops.normalize_kernel(k)
+    x = torch.full((1, 3, 320, 320), 0.003, dtype=torch.float64)
+    for i in range(6):
+        x[..., 40 + 45 * i, 60 + 40 * (i % 4)] = 50.0  # point lights far beyond the sensor's range
+    y = camera.to_encoded(ops.conv2d(x, k.double()).clamp(0, 1)).float()
+    _, k_est, info = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1)
+    assert info["plan"]["streaks"] >= 3 and info["kept"] == "classical"
+    assert 9 <= info["plan"]["extent"] <= 13  # the streaks' 11 px path
