@@ -105,16 +105,20 @@ def downscale_image(y: torch.Tensor, factor: int) -> torch.Tensor:
     return downscale(y, factor)
 
 
-def coarse_pass(y: torch.Tensor, factor: int, canvas: int, callback=None) -> torch.Tensor:
-    """The classical alternating estimate on ``y`` downscaled ``factor``x (the strongest-edge window).
+def coarse_pass(y: torch.Tensor, factor: int, canvas: int, callback=None, roi=None) -> torch.Tensor:
+    """The classical alternating estimate on ``y`` downscaled ``factor``x (the strongest-edge window,
+    or ``roi`` (x, y, w, h) in full-resolution pixels: ``--roi``).
 
     At ``factor`` 1 the kernel side is the prior's ``canvas``, else :data:`COARSE_CANVAS`.
     """
-    from kdiff_cli.blind.window import downscale, select_window
+    from kdiff_cli.blind.window import check_roi, downscale, select_window
     from kdiff_cli.maths import alternating
 
     ys = downscale(y, factor)
-    x0, y0, w, h = select_window(ys, COARSE_WINDOW)
+    if roi is not None:
+        x0, y0, w, h = (v // factor for v in check_roi(roi, *y.shape[-2:]))
+    else:
+        x0, y0, w, h = select_window(ys, COARSE_WINDOW)
     win = ys[..., y0 : y0 + h, x0 : x0 + w]
     side = canvas if factor == 1 else COARSE_CANVAS
     settings = alternating.AlternatingSettings(kernel_size=min(side, h, w))
@@ -126,8 +130,9 @@ def coarse_pass(y: torch.Tensor, factor: int, canvas: int, callback=None) -> tor
     return alternating.estimate_kernel(win, settings, on_round).k.to(torch.float32)
 
 
-def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, callback=None) -> ScalePlan:
-    """Decide the estimation scale and the kernel size for ``y`` (1, C, H, W) and a ``canvas`` prior."""
+def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, callback=None, roi=None) -> ScalePlan:
+    """Decide the estimation scale and the kernel size for ``y`` (1, C, H, W) and a ``canvas`` prior
+    (``roi``: the coarse pass's window, full-resolution x, y, w, h)."""
     H, W = y.shape[-2:]
     if kernel_size is not None:
         if kernel_size < 3:
@@ -144,7 +149,7 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
     if found is not None:  # several isolated lights drew the same shape: that is the kernel
         k0, count = found.k, found.count
     else:
-        k0, count = coarse_pass(y, f0, canvas, callback), None
+        k0, count = coarse_pass(y, f0, canvas, callback, roi), None
     extent = kernel_extent(k0) * f0
     factor = min(f0, max(1, math.ceil(extent / FIT)))
     return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0, count)

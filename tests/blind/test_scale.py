@@ -45,3 +45,16 @@ def test_plan_crop_given_and_coarse():
     assert p.how == "coarse" and p.coarse_factor == 1 and p.factor == 1
     assert 7 <= p.extent <= 11 and p.kernel_size == scale.odd_side(p.extent)
     assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent", "streaks"} and p.streaks is None
+
+
+def test_roi_sets_the_coarse_window():
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(1, 1, 40, 40, generator=g), size=(320, 320), mode="nearest")
+    k = torch.zeros(1, 1, 9, 9)
+    k[0, 0, :, 4] = 1 / 9  # vertical blur
+    y = ops.conv2d(x.expand(1, 3, -1, -1).contiguous(), k)
+    y[..., :, 160:] = y[..., :, 160:].mean()  # the right half is flat: only the left half carries the blur
+    p = scale.plan(y, 16, None, "auto", roi=(0, 0, 160, 320))
+    assert 7 <= p.extent <= 11
+    with pytest.raises(KdiffError, match="--roi"):
+        scale.plan(y, 16, None, "auto", roi=(300, 0, 160, 320))
