@@ -173,7 +173,7 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
         candidates = [est.k, k_c] + ([choice.delta_like(k_c)] if settings.fallback else [])
         score = choice.sparsity_scores(solver, win, candidates, noise_level(settings.sigma, win))
         est.scores = [float(v) for v in score]
-        if settings.fallback and bool(score[2] < score[:2].min()):
+        if settings.fallback and choice.keep_input(score):
             # neither kernel makes F(y, k) sharper than y itself: keep the input (no photo made worse)
             est.k, est.kept = choice.delta_like(k_c), "none"
             with torch.no_grad():

@@ -27,6 +27,11 @@ from kdiff_cli.maths import camera, ops
 BORDER = 8
 #: the lowest noise level the scoring deconvolution regularises with
 SIGMA_FLOOR = 0.01
+#: the fallback (keep y) wins only when y's own score is lower than the best kernel's by this
+#: fraction: deconvolution amplifies a JPEG's noise, which adds small gradients to any ``F(y, k)``
+#: (real-blur, 2026-11-30: a visibly sharper boat1 scored 0.3% above its input; the ringing output of
+#: a wrong kernel on text3 14% above, on lai-uniform's wrong kernels more)
+FALLBACK_MARGIN = 0.05
 
 
 def normalized_sparsity(x: torch.Tensor, border: int = BORDER, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,4 +76,9 @@ def sparsity_scores(solver: torch.nn.Module, y: torch.Tensor, kernels: list[torc
     return torch.cat([normalized_sparsity(x, valid=valid) for x in xs])
 
 
-__all__ = ["normalized_sparsity", "sparsity_scores", "delta_like", "SIGMA_FLOOR"]
+def keep_input(scores: torch.Tensor, margin: float = FALLBACK_MARGIN) -> bool:
+    """Whether the last score (the delta's) beats the others' best by more than ``margin`` (relative)."""
+    return bool(scores[-1] < (1 - margin) * scores[:-1].min())
+
+
+__all__ = ["normalized_sparsity", "sparsity_scores", "delta_like", "keep_input", "SIGMA_FLOOR", "FALLBACK_MARGIN"]

@@ -173,8 +173,12 @@ def test_sparsity_choice_keeps_the_lowest_score(run, tiny_weights, photos):
     out = photos / "sp"
     assert run(photos / "a.png", "--out", out, "--weights", tiny_weights, *FAST).exit_code == 0
     entry = json.loads((out / "report.json").read_text())["a.png"]
-    names = ["sample", "classical", "none"]
-    assert len(entry["scores"]) == 3 and entry["kept"] == names[int(np.argmin(entry["scores"]))]
+    scores = entry["scores"]
+    assert len(scores) == 3
+    if scores[2] < 0.95 * min(scores[:2]):  # the fallback's margin
+        assert entry["kept"] == "none"
+    else:
+        assert entry["kept"] == ["sample", "classical"][int(np.argmin(scores[:2]))]
     assert entry["settings"]["choice"] == "sparsity" and entry["settings"]["fallback"] is True
 
 

@@ -46,7 +46,7 @@ def test_fallback_keeps_the_input_when_no_kernel_sharpens_it(tiny_weights):
     sharp = torch.nn.functional.interpolate(torch.rand(1, 3, 40, 40, generator=g), size=(320, 320), mode="nearest")
     method = plugins.get("method", "kernel-diff")
     x, k, info = method.run(sharp, weights=str(tiny_weights), steps=2, refine_steps=1)
-    assert info["kept"] == "none" and info["scores"][2] < min(info["scores"][:2])
+    assert info["kept"] == "none" and info["scores"][2] < 0.95 * min(info["scores"][:2])
     assert torch.equal(x, sharp) and torch.equal(k, choice.delta_like(k)) and isinstance(info["residual"], float)
     _, _, off = method.run(sharp, weights=str(tiny_weights), steps=2, refine_steps=1, fallback=False)
     assert off["kept"] in ("sample", "classical") and len(off["scores"]) == 2

@@ -46,3 +46,9 @@ def test_clipped_pixels_are_left_out_of_the_score():
     a = choice.normalized_sparsity(x, valid=valid)
     b = choice.normalized_sparsity(x2, valid=valid)
     assert torch.allclose(a, b)
+
+
+def test_fallback_needs_a_clear_margin():
+    assert choice.keep_input(torch.tensor([100.0, 98.0, 90.0]))
+    assert not choice.keep_input(torch.tensor([100.0, 98.0, 95.0]))  # 3% lower: deconvolution noise, not failure
+    assert not choice.keep_input(torch.tensor([100.0, 98.0, 99.0]))
