@@ -78,8 +78,7 @@ def estimate_kernel(
         k_classical = None
         if where.coarse_k is not None:
             k_classical = scale.to_scale(where.coarse_k, where.coarse_factor, where.factor, S)
-        est = _estimate_at(y, model, schedule, solver, settings, where.factor, callback, k_classical,
-                           trust_classical=where.streaks is not None)
+        est = _estimate_at(y, model, schedule, solver, settings, where.factor, callback, k_classical)
     est.k = upscale_kernel(est.k, est.scale)
     if where.kernel_size is not None:
         est.k = ops.center_kernel(ops.normalize_kernel(ops.resize_kernel_canvas(est.k, where.kernel_size)))
@@ -87,7 +86,7 @@ def estimate_kernel(
     return est
 
 
-def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_classical=None, trust_classical=False) -> KernelEstimate:
+def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_classical=None) -> KernelEstimate:
     sampler = plugins.get("sampler", settings.sampler)
     refiner = plugins.get("refiner", settings.refiner)
     ys = downscale(y, factor)
@@ -136,19 +135,17 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
     est = KernelEstimate(k_best, residuals, best, roi, factor, result.trace, refine_trace)
     if settings.classical:
         _weigh_classical(est, win, solver, settings, S, f"x{factor} classical" if factor > 1 else "classical", callback,
-                         k_classical, trust_classical)
+                         k_classical)
     return est
 
 
 def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, S: int, stage: str, callback,
-                     k_c: torch.Tensor | None = None, trust: bool = False) -> None:
+                     k_c: torch.Tensor | None = None) -> None:
     """MAP_k over one more candidate: the classical alternating estimate of the same window.
 
     It replaces the sample when it scores lower (``--choice``: the normalized sparsity of
     ``F(y, k)``, or the reblur penalty). The two fail on different images, so the choice gains over
-    either (docs/deblur.md). ``trust``: the candidate is read off agreeing light streaks
-    (:mod:`kdiff_cli.maths.streaks`), a direct observation of the kernel: it is kept without a
-    choice (on night photos the score sees only dark, noisy pixels once the lights are masked).
+    either (docs/deblur.md).
     """
     from kdiff_cli.maths import alternating
 
@@ -166,9 +163,6 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
         both = torch.cat([g.residual(k.to(win.dtype)) for k in (est.k, k_c)])
     est.classical_residual = float(both[1])
     est.agreement = float(ops.mnc(est.k[0, 0].double(), k_c[0, 0].double()).clamp(0, 1))
-    if trust:
-        est.k, est.kept = ops.center_kernel(k_c), "classical"
-        return
     if settings.choice == "sparsity":  # kdiff_cli.maths.choice: the reblur residual rewards a dot
         candidates = [est.k, k_c] + ([choice.delta_like(k_c)] if settings.fallback else [])
         score = choice.sparsity_scores(solver, win, candidates, noise_level(settings.sigma, win))

@@ -21,7 +21,9 @@ scale where the blur fits that canvas, and the kernel is brought back to full re
   (alternating from the upsampled estimate) lowered PSNR on 8 of 12 photos, so it is not done.
   Night photos: when several isolated light streaks agree on one shape
   (:mod:`kdiff_cli.maths.streaks`), that shape is the coarse kernel instead of the alternating
-  estimate (which returns a dot on dark, noisy, clipped photos).
+  estimate (which returns a dot on dark, noisy, clipped photos); it is still only a candidate of
+  the MAP_k choice (trusted outright, the clipped, thickened streak of real-blur's street2 rang
+  over the whole photo).
 * **given** -- ``--kernel-size N``: estimated at ``f = ceil(N / canvas)`` (the classical candidate
   too) and returned on an N x N canvas.
 """
