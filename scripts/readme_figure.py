@@ -20,6 +20,7 @@ def main() -> None:
     ap.add_argument("names")
     ap.add_argument("out", type=Path)
     ap.add_argument("--width", type=int, default=960)
+    ap.add_argument("--quality", type=int, default=80)
     args = ap.parse_args()
     rows = []
     for name in args.names.split(","):
@@ -27,7 +28,9 @@ def main() -> None:
         h = round(a.shape[0] * args.width / a.shape[1])
         rows.append(cv2.resize(a.astype(np.float32), (args.width, h), interpolation=cv2.INTER_AREA))
         rows.append(np.ones((6, args.width, 3), np.float32))
-    files.write_image(args.out, np.concatenate(rows[:-1], 0), 8)
+    img = (np.concatenate(rows[:-1], 0).clip(0, 1) * 255).round().astype(np.uint8)
+    with files.atomic_path(args.out) as tmp:
+        cv2.imwrite(str(tmp), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, args.quality])
 
 
 if __name__ == "__main__":
