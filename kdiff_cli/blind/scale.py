@@ -7,7 +7,7 @@ scale where the blur fits that canvas, and the kernel is brought back to full re
 * **crop scale** -- images whose short side is under ``CROP_SIDE`` = 300 px (the 256 x 256 benchmark
   crops): the prior runs at full resolution; when the estimate's mass
   reaches its canvas border, once more on the image downscaled 2x (the first release's behaviour,
-  kept bit for bit so that the 256 x 256 benchmarks stay comparable).
+  kept so that the 256 x 256 benchmarks stay comparable; only the MAP_k choice rule changed there).
 * **photo scale** -- larger images: a coarse pass, the classical alternating estimator on the image
   downscaled so that its short side is about ``COARSE_SIDE`` px, with a ``COARSE_CANVAS`` kernel
   (so it covers blur up to ~12% of the short side: 90 px on a 1 MP photo, 360 px on a 12 MP one;
