@@ -72,7 +72,8 @@ def deblur_cmd(
     if discrepancy is not None:  # absent: the measured default of BlindSettings; 0: the paper's plain loss
         options["discrepancy"] = None if discrepancy == 0 else discrepancy
     if method not in ("kernel-diff", "unguided"):
-        options.pop("linear"), options.pop("choice"), options.pop("fallback")
+        for name in ("linear", "choice", "fallback"):  # Kernel-Diff settings only
+            options.pop(name)
 
     bars: dict = {}
 

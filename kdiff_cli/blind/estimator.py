@@ -82,6 +82,8 @@ def estimate_kernel(
     est.k = upscale_kernel(est.k, est.scale)
     if where.kernel_size is not None:
         est.k = ops.center_kernel(ops.normalize_kernel(ops.resize_kernel_canvas(est.k, where.kernel_size)))
+    if est.kept == "none":  # the fallback's delta stays a delta at full resolution (upsampling spreads it)
+        est.k = choice.delta_like(est.k)
     est.plan = where.report()
     return est
 
@@ -186,16 +188,13 @@ def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torc
                  callback: Callable[[str, int, int, dict], None] | None = None) -> BlindResult:
     """Kernel-Diff on one image: :func:`estimate_kernel` (same arguments) on a window, then the
     final step on the whole image (:mod:`kdiff_cli.blind.final`)."""
-    from kdiff_cli.maths.deconv import noise_level
-
     start = time.perf_counter()
     y_work = camera.to_linear(y) if settings.linear else y
     est = estimate_kernel(y_work, model, schedule, solver, settings, callback)
     photo = est.plan is not None and est.plan.get("how") == "coarse"
     with torch.no_grad():
         sigma = final_sigma(noise_level(settings.sigma, y_work), est.agreement, settings, photo=photo)
-    if est.kept == "none":  # the fallback: no kernel explained y better than no blur
-        est.k = choice.delta_like(est.k)
+    if est.kept == "none":  # the fallback: no kernel made y sharper than no deconvolution
         x = y.clone()
     else:
         x = deconvolve(solver, y_work, est.k, sigma, tile=settings.tile)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kdiff_cli.blind import window
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths import ops, streaks
 
@@ -101,28 +102,13 @@ def to_scale(k: torch.Tensor, from_factor: int, to_factor: int, canvas: int) -> 
     return ops.center_kernel(ops.normalize_kernel(ops.resize_kernel_canvas(k, canvas))).to(torch.float32)
 
 
-def downscale_image(y: torch.Tensor, factor: int) -> torch.Tensor:
-    from kdiff_cli.blind.window import downscale
-
-    return downscale(y, factor)
-
-
-def coarse_pass(y: torch.Tensor, factor: int, canvas: int, callback=None, roi=None) -> torch.Tensor:
-    """The classical alternating estimate on ``y`` downscaled ``factor``x (the strongest-edge window,
-    or ``roi`` (x, y, w, h) in full-resolution pixels: ``--roi``).
-
-    At ``factor`` 1 the kernel side is the prior's ``canvas``, else :data:`COARSE_CANVAS`.
-    """
-    from kdiff_cli.blind.window import check_roi, downscale, select_window
+def coarse_pass(ys: torch.Tensor, side: int, callback=None, roi=None) -> torch.Tensor:
+    """The classical alternating estimate with a ``side`` px kernel on the downscaled image ``ys``:
+    on its strongest-edge window, or on ``roi`` (x, y, w, h in ``ys``'s pixels: ``--roi``)."""
     from kdiff_cli.maths import alternating
 
-    ys = downscale(y, factor)
-    if roi is not None:
-        x0, y0, w, h = (v // factor for v in check_roi(roi, *y.shape[-2:]))
-    else:
-        x0, y0, w, h = select_window(ys, COARSE_WINDOW)
+    x0, y0, w, h = roi if roi is not None else window.select_window(ys, COARSE_WINDOW)
     win = ys[..., y0 : y0 + h, x0 : x0 + w]
-    side = canvas if factor == 1 else COARSE_CANVAS
     settings = alternating.AlternatingSettings(kernel_size=min(side, h, w))
 
     def on_round(i, info):
@@ -146,12 +132,15 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
     if min(H, W) < CROP_SIDE:
         return ScalePlan(1, None, "crop")
     f0 = coarse_factor(H, W)
-    side = canvas if f0 == 1 else COARSE_CANVAS
-    found = streaks.streak_kernel(downscale_image(y, f0), side)
+    if roi is not None:  # checked at full resolution, used at the coarse scale
+        roi = tuple(v // f0 for v in window.check_roi(roi, H, W))
+    side = canvas if f0 == 1 else COARSE_CANVAS  # 64 px when no downscaling is needed
+    ys = window.downscale(y, f0)
+    found = streaks.streak_kernel(ys, side)
     if found is not None:  # several isolated lights drew the same shape: that is the kernel
         k0, count = found.k, found.count
     else:
-        k0, count = coarse_pass(y, f0, canvas, callback, roi), None
+        k0, count = coarse_pass(ys, side, callback, roi), None
     extent = kernel_extent(k0) * f0
     factor = min(f0, max(1, math.ceil(extent / FIT)))
     return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0, count)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from kdiff_cli.maths import camera, ops
+from kdiff_cli.maths.alternating_steps import luminance
 
 #: pixels cut from each side of ``x`` before scoring (the solver's boundary handling is not the image)
 BORDER = 8
@@ -40,7 +41,7 @@ def normalized_sparsity(x: torch.Tensor, border: int = BORDER, valid: torch.Tens
     ``valid`` (B or 1, 1, H, W) bool: the pixels that count (clipped highlights and their
     surroundings excluded, where every deconvolution rings).
     """
-    L = x.mean(1, keepdim=True) if x.shape[1] != 3 else (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    L = luminance(x)
     h = L[..., :, 1:] - L[..., :, :-1]
     v = L[..., 1:, :] - L[..., :-1, :]
     h, v = h[..., :-1, :], v[..., :, :-1]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from kdiff_cli.maths import camera, ops
+from kdiff_cli.maths.alternating_steps import luminance
 
 #: luminance (encoded) at which a pixel belongs to a light
 BRIGHT = 0.85
@@ -40,16 +41,13 @@ class Streaks:
     agreement: float  # the medoid's mean MNC with the other agreeing streaks
 
 
-def _luma(y: np.ndarray) -> np.ndarray:
-    return y.mean(0) if y.shape[0] != 3 else 0.299 * y[0] + 0.587 * y[1] + 0.114 * y[2]
-
-
 def candidates(y: torch.Tensor, canvas: int, limit: int = 40) -> list[np.ndarray]:
     """Kernels (canvas x canvas, sum 1) from the isolated bright pieces of ``y`` (1, C, H, W), largest first."""
     from scipy import ndimage
 
-    L = _luma(y[0].detach().double().cpu().numpy())
-    lin = _luma(camera.to_linear(y[0].detach().double().cpu()).numpy())
+    y = y[:1].detach().double().cpu()
+    L = luminance(y)[0, 0].numpy()
+    lin = luminance(camera.to_linear(y))[0, 0].numpy()
     bright = L >= BRIGHT
     labels, n = ndimage.label(bright, structure=np.ones((3, 3)))
     if n == 0:
