@@ -53,6 +53,7 @@ def deblur_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RESEARCH)] = "auto",
     tile: Annotated[int, typer.Option(help="Tile side of the final deconvolution (tiles overlap by the kernel size).", rich_help_panel=RESEARCH)] = 512,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace outputs that exist in --out before the run (default: refuse; inputs are never overwritten).", rich_help_panel=RESEARCH)] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: deblur only every N-th input from the I-th (job arrays; its report is report.I-of-N.json). Under torchrun the ranks split the inputs by themselves and rank 0 writes report.json.", metavar="I/N", rich_help_panel=RESEARCH)] = None,
     kernel_center: Annotated[str, typer.Option("--kernel-center", help="--kernel's centre convention: ndimage (default: index size//2, MATLAB conv2 'same', scipy.ndimage) or signal (scipy.signal.convolve2d 'same': an even side's centre one pixel earlier).", metavar="NAME", show_default=False, rich_help_panel=RESEARCH)] = "ndimage",
 ):
     """Deblur images: blind (Kernel-Diff by default) or, with --kernel, non-blind."""
@@ -60,8 +61,10 @@ def deblur_cmd(
     from kdiff_cli.apps import deblur
     from kdiff_cli.blind.settings import quality_options
     from kdiff_cli.blind.window import parse_roi
+    from kdiff_cli import shard as sharding
 
     paths = deblur.expand_inputs(inputs)
+    part = sharding.resolve(shard)
     preset = quality_options(quality.value, sampler=sampler, steps=steps, samples=samples, refine_steps=refine_steps)
     options = {
         **preset, "refiner": refiner, "classical": classical, "solver": solver,
@@ -93,14 +96,18 @@ def deblur_cmd(
         if kernel is not None:  # non-blind: one bar over the images
             bars["update"](1)
 
-    with contextlib.ExitStack() as stack:
-        if kernel is not None:
-            bars["update"] = stack.enter_context(progress.task_bar(f"deblur ({solver})", total=len(paths), unit="images"))
-        report = deblur.deblur_files(paths, out, method, options, device, None if kernel is not None else on_start,
-                                     on_progress, on_done, kernel=kernel, quality=quality.value, overwrite=overwrite,
-                                     kernel_center=kernel_center)
+    try:
+        with contextlib.ExitStack() as stack:
+            if kernel is not None:
+                total = len(part.take(paths))
+                bars["update"] = stack.enter_context(progress.task_bar(f"deblur ({solver})", total=total, unit="images"))
+            report = deblur.deblur_files(paths, out, method, options, device, None if kernel is not None else on_start,
+                                         on_progress, on_done, kernel=kernel, quality=quality.value, overwrite=overwrite,
+                                         kernel_center=kernel_center, shard=part)
+    finally:
+        part.close()
     for path in report.written:
         typer.echo(str(path))
     if report.failed:
-        typer.echo(f"{len(report.failed)} of {len(paths)} inputs failed", err=True)
+        typer.echo(f"{len(report.failed)} of {len(part.take(paths))} inputs failed", err=True)
         raise typer.Exit(1)

@@ -46,28 +46,47 @@ def eval_cmd(
     grid: Annotated[int, typer.Option(help="Rows of grid.png (the paper's Figure 4); 0 for none.", rich_help_panel=RESEARCH)] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="--export: replace files that exist there (default: refuse). The --out folder is kdiff's own resume cache.", rich_help_panel=RESEARCH)] = False,
+    shard: Annotated[
+        Optional[str], typer.Option("--shard", help="I/N: run only every N-th image from the I-th (job arrays; same --out for all shards); the shard that completes the set writes metrics.json. Under torchrun the ranks split the images by themselves.", metavar="I/N", rich_help_panel=RESEARCH)
+    ] = None,
 ):
     """Evaluate blind deblurring methods on a benchmark: table, metrics.json/.csv, grid.png."""
     from kdiff_cli.apps import datasets, evaluate
     from kdiff_cli import progress
+    from kdiff_cli import shard as sharding
 
-    options = {"data_dir": data_dir, "download": download, "seed": seed, "generator": generator, "sigma": sigma,
-               "crop": crop, "kernel_size": kernel_size}
-    if export is not None:
-        p = evaluate.plan(dataset, options, limit)
-        datasets.export(p.refs, export, p.protocol, overwrite=overwrite)
-        typer.echo(f"exported {len(p.refs)} items of {dataset} to {export}", err=True)
-        if method is None:
+    part = sharding.resolve(shard)
+    try:
+        options = {"data_dir": data_dir, "download": download, "seed": seed, "generator": generator, "sigma": sigma,
+                   "crop": crop, "kernel_size": kernel_size}
+        if export is not None and part.main:
+            p = evaluate.plan(dataset, options, limit)
+            datasets.export(p.refs, export, p.protocol, overwrite=overwrite)
+            typer.echo(f"exported {len(p.refs)} items of {dataset} to {export}", err=True)
+            if method is None:
+                return
+        report = evaluate.run(
+            dataset, options, methods=method, method_opts=method_opt or [], metrics=metric, metric_opts=metric_opt or [], metric_weights=metric_weights,
+            limit=limit, out=out or Path(f"eval-{dataset}"), device=device, grid=grid, bar=progress.task_bar,
+            on_error=lambda item, message: typer.echo(f"error: item {item} skipped: {one_line(message)}", err=True),
+            shard=part,
+        )
+        if not report.merged:
+            typer.echo(f"shard {report.shard}: {report.computed} runs, {report.cached} from cache; results in {report.out}", err=True)
+            if report.pending:
+                typer.echo(f"{len(report.pending)} images are not finished by the other shards yet; the shard that finishes "
+                           "last writes metrics.json (or re-run without --shard to complete and merge)", err=True)
+            if report.failed:
+                raise typer.Exit(1)
             return
-    report = evaluate.run(
-        dataset, options, methods=method, method_opts=method_opt or [], metrics=metric, metric_opts=metric_opt or [], metric_weights=metric_weights,
-        limit=limit, out=out or Path(f"eval-{dataset}"), device=device, grid=grid, bar=progress.task_bar,
-        on_error=lambda item, message: typer.echo(f"error: item {item} skipped: {one_line(message)}", err=True),
-    )
-    progress.print_table(f"kdiff eval {dataset} ({len(report.ids)} images)", report.table_header(), report.table_rows())
-    for note in report.notes():
-        typer.echo(note, err=True)
-    typer.echo(f"{report.computed} runs, {report.cached} from cache; results in {report.out}", err=True)
-    if report.failed:
-        typer.echo(f"{len(report.failed)} of {len(report.failed) + len(report.ids)} items failed (listed in metrics.json)", err=True)
-        raise typer.Exit(1)
+        if report.shard:
+            typer.echo(f"shard {report.shard}: merged the results of all shards", err=True)
+        progress.print_table(f"kdiff eval {dataset} ({len(report.ids)} images)", report.table_header(), report.table_rows())
+        for note in report.notes():
+            typer.echo(note, err=True)
+        typer.echo(f"{report.computed} runs, {report.cached} from cache; results in {report.out}", err=True)
+        if report.failed:
+            typer.echo(f"{len(report.failed)} of {len(report.failed) + len(report.ids)} items failed (listed in metrics.json)", err=True)
+            raise typer.Exit(1)
+    finally:
+        part.close()

@@ -31,6 +31,7 @@ from kdiff_cli.blind.final import deconvolve, memory_estimate
 from kdiff_cli.blind.result import MethodResult
 from kdiff_cli.errors import KdiffError, KdiffWarning
 from kdiff_cli.items import read_kernel
+from kdiff_cli.shard import SINGLE, Shard
 
 #: suffix of the output file names
 SUFFIX = "_deblurred"
@@ -94,11 +95,20 @@ def item_outputs(path: Path, out_dir: Path, estimates: bool) -> list[Path]:
     return [out, out.with_name(f"{path.stem}_kernel.npy"), out.with_name(f"{path.stem}_kernel.png")]
 
 
-def check_overwrite(paths: list[Path], out_dir: Path, estimates: bool) -> None:
+def report_names(shard: Shard) -> list[str]:
+    """The report files a process writes: ``report.json``, or with a share of the inputs
+    ``report.I-of-N.json`` (and under torchrun rank 0 merges them into ``report.json``)."""
+    if shard.count == 1:
+        return ["report.json"]
+    own = f"report.{shard.index + 1}-of-{shard.count}.json"
+    return [own, "report.json"] if shard.distributed and shard.main else [own]
+
+
+def check_overwrite(paths: list[Path], out_dir: Path, estimates: bool, shard: Shard = SINGLE) -> None:
     """An output that exists before the run (not an input: :func:`plan_outputs`) is an error."""
     targets = [o for p in paths for o in item_outputs(p, out_dir, estimates)]
     if estimates:
-        targets.append(out_dir / "report.json")
+        targets += [out_dir / name for name in report_names(shard)]
     existing = [t for t in targets if t.exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
@@ -223,6 +233,7 @@ def deblur_files(
     quality: str = "default",
     overwrite: bool = True,
     kernel_center: str = "ndimage",
+    shard: Shard = SINGLE,
 ) -> DeblurReport:
     """Deblur every file: ``<stem>_deblurred.<ext>``, and for an estimated kernel ``<stem>_kernel.npy``/``.png`` and ``report.json``.
 
@@ -234,6 +245,8 @@ def deblur_files(
     Problems with the kernel, method, solver, weights, device, options or output plan raise
     :class:`KdiffError` before any image is read; so does an existing output when ``overwrite`` is
     False. A problem with one input is recorded and skipped, and the files written for it removed.
+    ``shard``: deblur only this process's share of ``paths`` (:mod:`kdiff_cli.shard`); its report is
+    ``report.I-of-N.json``, merged into ``report.json`` by rank 0 under torchrun.
     """
     if not paths:
         raise KdiffError("no input images given")
@@ -243,10 +256,13 @@ def deblur_files(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise KdiffError(f"--out {out_dir} exists and is not a folder")
-    sources = [Path(p) for p in paths]
-    outputs = plan_outputs(sources, out_dir)
+    device = shard.device(device)
+    every = [Path(p) for p in paths]
+    outputs = plan_outputs(every, out_dir)  # all inputs: every shard sees the same conflicts
+    sources = shard.take(every)
+    report_path = out_dir / report_names(shard)[0]
     if not overwrite:
-        check_overwrite(sources, out_dir, estimates=kernel is None)
+        check_overwrite(sources, out_dir, estimates=kernel is None, shard=shard)
     if kernel is not None:
         source: KnownKernel | EstimatedKernel = KnownKernel.load(
             kernel, options.get("solver", "wiener"), sigma=options.get("sigma"),
@@ -294,7 +310,7 @@ def deblur_files(
                 settings = result.settings if result.settings is not None else source.options
                 report.entries[p.name] = report_entry(result, p, img, k_npy, method, settings, shape, quality, seconds, notes)
                 try:
-                    write_report(out_dir / "report.json", report.entries)
+                    write_report(report_path, report.entries)
                 except KdiffError:
                     del report.entries[p.name]
                     raise
@@ -312,7 +328,24 @@ def deblur_files(
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if on_done:
             on_done(p, err)
+    if shard.distributed and source.estimates:
+        _merge_reports(report, every, out_dir, shard)
     return report
+
+
+def _merge_reports(report: DeblurReport, every: list[Path], out_dir: Path, shard: Shard) -> None:
+    """torchrun: rank 0 writes every rank's entries, in input order, to ``report.json``."""
+    shard.barrier()
+    entries: dict[str, dict[str, Any]] = {}
+    for part in shard.gather(report.entries):
+        entries.update(part)
+    if not shard.main:
+        return
+    ordered = {p.name: entries[p.name] for p in every if p.name in entries}
+    if ordered:
+        write_report(out_dir / "report.json", ordered)
+    for i in range(shard.count):
+        (out_dir / f"report.{i + 1}-of-{shard.count}.json").unlink(missing_ok=True)
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

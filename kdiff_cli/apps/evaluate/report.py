@@ -38,6 +38,9 @@ class Report:
     cached: int
     failed: dict[str, str] = field(default_factory=dict)  # item id -> why it was skipped (not in ids)
     ground_truth: dict[str, dict] = field(default_factory=dict)  # item id -> its kernel fit (levin, folder)
+    pending: list[str] = field(default_factory=list)  # sharded runs: items other shards have not finished
+    shard: str | None = None  # ``i/n`` when this process ran a share of the items
+    merged: bool = True  # the reports (metrics.json, metrics.csv, grid.png) were written by this process
 
     def columns(self) -> list[str]:
         return [c for m in self.metrics for c in m.columns()]

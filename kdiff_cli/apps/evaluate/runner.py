@@ -32,6 +32,7 @@ from kdiff_cli.device import resolve_device
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.items import Item, ItemRef
 from kdiff_cli.maths.metrics import Result, as_kernel
+from kdiff_cli.shard import SINGLE, Shard
 
 #: keyword arguments a method receives when its ``run`` names them explicitly (never via **kwargs)
 CONTEXT_KEYS = ("k_true", "sigma", "generator", "device", "kernel_size")
@@ -108,10 +109,17 @@ def evaluate(
     grid: int = 4,
     progress: Callable[..., None] | None = None,
     on_error: Callable[[str, str], None] | None = None,
+    may_run: bool = True,
+    write: bool = True,
+    failed_elsewhere: dict[str, str] | None = None,
 ) -> Report:
     """Run ``methods`` on ``refs``, score with ``metric_specs``, write the reports into ``out``.
 
     ``on_error(item id, message)`` is called for an item that fails; it is left out of the means.
+    Sharded runs: ``write=False`` runs and stores a share without writing the reports;
+    ``may_run=False`` (the merge) only reads the store: an item with a pair no shard has finished
+    is failed if it is in ``failed_elsewhere`` (item id -> message), else pending
+    (``Report.pending``), and the reports are written only when nothing is pending.
     """
     out = Path(out).expanduser()
     protocol = plain(protocol)
@@ -122,6 +130,7 @@ def evaluate(
     times: dict[str, list[float]] = {s.label: [] for s in methods}
     computed = cached = 0
     failed: dict[str, str] = {}
+    pending: list[str] = []
     fits: dict[str, dict] = {}  # item id -> its kernel fit (datasets that fit their kernels)
     item_metrics = [m for m in metric_specs if not m.set_level]
     for ref in refs:
@@ -133,6 +142,8 @@ def evaluate(
             for spec in methods:
                 rec = store.load(spec, ref.id, protocol)
                 result: Result | None = None
+                if rec is None and not may_run:
+                    raise _NotFinished(ref.id)
                 if rec is None:
                     item = item or ref.load()
                     result, seconds = run_method(spec, item, seed=seed, key=ref.key, device=device)
@@ -160,6 +171,13 @@ def evaluate(
                 seconds_of[spec.label] = float(rec.seconds)
                 if progress:
                     progress(image=ref.id, method=spec.label)
+        except _NotFinished:
+            del per_image[ref.id]
+            if ref.id in (failed_elsewhere or {}):
+                failed[ref.id] = failed_elsewhere[ref.id]
+            else:
+                pending.append(ref.id)
+            continue
         except KdiffError as e:
             failed[ref.id] = str(e)
             del per_image[ref.id]
@@ -171,18 +189,25 @@ def evaluate(
         for label, seconds in seconds_of.items():
             times[label].append(seconds)
 
-    done = [r for r in refs if r.id not in failed]
+    done = [r for r in refs if r.id not in failed and r.id not in pending]
     mean = _aggregate(per_image, methods, metric_specs)
-    _set_metrics(mean, done, store, methods, metric_specs, protocol)
+    write = write and not pending
+    if write:
+        _set_metrics(mean, done, store, methods, metric_specs, protocol)
     report = Report(
         out=out, methods=methods, metrics=metric_specs, ids=[r.id for r in done], per_image=per_image, mean=mean,
         seconds={k: (float(np.mean(v)) if v else None) for k, v in times.items()}, computed=computed, cached=cached,
-        failed=failed, ground_truth={i: fits[i] for i in per_image if i in fits},
+        failed=failed, ground_truth={i: fits[i] for i in per_image if i in fits}, pending=pending,
     )
-    write_reports(report, dataset, protocol)
-    if grid > 0 and done:
-        write_grid(out / "grid.png", done[:grid], methods, store, protocol)
+    if write:
+        write_reports(report, dataset, protocol)
+        if grid > 0 and done:
+            write_grid(out / "grid.png", done[:grid], methods, store, protocol)
     return report
+
+
+class _NotFinished(Exception):
+    """The merge of a sharded run met a pair that no shard has stored yet."""
 
 
 def _aggregate(per_image, methods, metric_specs) -> dict[str, dict[str, float | None]]:
@@ -273,10 +298,15 @@ def run(
     grid: int = 4,
     bar: Callable | None = None,
     on_error: Callable[[str, str], None] | None = None,
+    shard: Shard = SINGLE,
 ) -> Report:
     """``kdiff eval``: plan, run every method on every item (skipping cached pairs), report.
 
-    An item that fails is skipped and passed to ``on_error(item id, message)`` (see :func:`evaluate`)."""
+    An item that fails is skipped and passed to ``on_error(item id, message)`` (see :func:`evaluate`).
+    ``shard``: this process runs only its share of the items (:mod:`kdiff_cli.shard`); the
+    reports cover all items and are written by rank 0 after every rank is done (torchrun) or by
+    the first ``--shard`` process that finds every pair stored. They are the single process's
+    reports: each pair's result depends only on the seed and the item, never on the order."""
     p = plan(dataset, dataset_options, limit)
     specs = parse_methods(methods or default_methods(), method_opts)
     ds = plugins.get("dataset", dataset)
@@ -284,18 +314,38 @@ def run(
     names = [n for n in names if n]
     if metrics is None:
         names = [n for n in names if n in plugins.names("metric")]
-    dev = str(resolve_device(device))
+    dev = str(resolve_device(shard.device(device)))
     for spec in specs:  # bad options, weights and sizes fail before any item is read
         if hasattr(spec.method, "validate_options"):
             spec.method.validate_options(**{"device": dev, **spec.options})
     metric_specs = resolve_metrics(names, metric_weights, dev, metric_opts)
     if grid < 0:
         raise KdiffError(f"--grid must be >= 0, got {grid}")
-    if bar is None:
-        return evaluate(dataset, p.refs, p.protocol, specs, metric_specs, out, seed=p.seed, device=dev, grid=grid,
-                        on_error=on_error)
-    with bar("eval", len(p.refs) * len(specs), unit="runs") as update:
-        return evaluate(
-            dataset, p.refs, p.protocol, specs, metric_specs, out, seed=p.seed, device=dev, grid=grid,
-            progress=lambda **fields: update(1, **fields), on_error=on_error,
-        )
+    common = dict(seed=p.seed, device=dev, grid=grid)
+    refs = shard.take(p.refs)
+    if bar is None or not shard.main and shard.distributed:  # torchrun: rank 0's bar only
+        part = evaluate(dataset, refs, p.protocol, specs, metric_specs, out, **common, on_error=on_error,
+                        write=shard.count == 1)
+    else:
+        title = "eval" if shard.count == 1 else f"eval {shard.label}"
+        with bar(title, len(refs) * len(specs), unit="runs") as update:
+            part = evaluate(
+                dataset, refs, p.protocol, specs, metric_specs, out, **common,
+                progress=lambda **fields: update(1, **fields), on_error=on_error, write=shard.count == 1,
+            )
+    if shard.count == 1:
+        return part
+    # the merge: every item's pairs read back from the store (the same numbers a single process writes)
+    shard.barrier()
+    failed: dict[str, str] = {}
+    for f in shard.gather(part.failed):
+        failed.update(f)
+    part.shard = shard.label
+    if shard.distributed and not shard.main:
+        part.merged = False
+        return part
+    merged = evaluate(dataset, p.refs, p.protocol, specs, metric_specs, out, **common, may_run=False, failed_elsewhere=failed)
+    merged.computed, merged.cached, merged.shard = part.computed, part.cached, shard.label
+    merged.failed = {**merged.failed, **part.failed}
+    merged.merged = not merged.pending
+    return merged
