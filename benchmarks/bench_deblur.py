@@ -70,12 +70,25 @@ CONFIGS = {
 }
 
 
+def refinal(solver_name: str, y: torch.Tensor, res) -> np.ndarray:
+    """The final image of a finished blind result ``res`` made again by another solver: same kernel,
+    same final noise level, same fallback (``kdiff deblur --final-solver``)."""
+    from kdiff_cli.blind.final import deconvolve
+    from kdiff_cli.solvers import cached_solver
+
+    if res.estimate.kept == "none":
+        return files.to_numpy(res.x)
+    return files.to_numpy(deconvolve(cached_solver(solver_name, None, "cpu"), y, res.estimate.k, res.sigma))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=VAL_DIR)
     ap.add_argument("--limit", type=int, default=8)
     ap.add_argument("--ddpm-limit", type=int, default=2)
     ap.add_argument("--solver", default=BlindSettings.solver)
+    ap.add_argument("--also-final", default="", help="comma-separated solvers: extra rows with the same kernel estimates, "
+                    "only the final x = F(y, k) made by that solver (kdiff deblur --final-solver)")
     ap.add_argument("--weights", default=DEFAULT_WEIGHTS)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of CONFIGS")
     ap.add_argument("--threads", type=int, default=2)
@@ -114,6 +127,7 @@ def main(argv=None) -> int:
         opts = {"solver": args.solver, "seed": 0, "downscale": "1", **CONFIGS[name]}
         subset = items[: args.ddpm_limit] if name.startswith("ddpm") else items
         vals, kept, sigmas = [], [], []
+        extra = {f: [] for f in args.also_final.split(",") if f}
         with progress.task_bar(name, total=len(subset), unit="img") as update:
             for it in subset:
                 if opts.get("method") == "alternating":  # the classical MAP_{x,k} baseline, same final solver
@@ -125,9 +139,15 @@ def main(argv=None) -> int:
                     x, k, seconds = files.to_numpy(res.x), res.estimate.k.double()[0, 0].numpy(), res.seconds
                     kept.append(res.estimate.kept)
                     sigmas.append(res.sigma)
+                    for f, fvals in extra.items():
+                        xf = refinal(f, tensor(it.y), res)
+                        fvals.append((metrics.psnr(xf, it.x), metrics.ssim(xf, it.x), metrics.mnc(k, it.k), seconds))
                 vals.append((metrics.psnr(x, it.x), metrics.ssim(x, it.x), metrics.mnc(k, it.k), seconds))
                 update(1, psnr=vals[-1][0], mnc=vals[-1][2])
         results[name + (f" (first {len(subset)})" if len(subset) < len(items) else "")] = vals
+        for f, fvals in extra.items():
+            if fvals:
+                results[f"{name}, final solver {f}"] = fvals
         cols = list(zip(*vals))
         print(f"{name}: PSNR {statistics.fmean(cols[0]):.3f} SSIM {statistics.fmean(cols[1]):.3f} MNC {statistics.fmean(cols[2]):.3f}"
               f" {statistics.fmean(cols[3]):.2f} s/image (n={len(vals)})", flush=True)

@@ -40,7 +40,7 @@ from kdiff_cli import files, progress  # noqa: E402
 from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings, deblur_image, load_kernel_model  # noqa: E402
 from kdiff_cli.maths import alternating, camera, metrics, ops  # noqa: E402
 from kdiff_cli.maths.deconv import solve_tiled  # noqa: E402
-from kdiff_cli.solvers import load_solver  # noqa: E402
+from kdiff_cli.solvers import cached_solver, load_solver  # noqa: E402
 from common import DATA_DIR  # noqa: E402
 
 LAI = DATA_DIR / "lai-uniform"
@@ -79,6 +79,17 @@ def blur_photo(x: np.ndarray, k: np.ndarray, noise: float, blur: str, seed: int)
     return (y.clamp(0, 1) * 255).round().div(255)[0].permute(1, 2, 0).numpy()
 
 
+def final_image(solver_name: str, y: torch.Tensor, res, overrides: dict) -> torch.Tensor:
+    """The final image of a finished blind result made again by another solver (same kernel, same
+    final noise level; ``kdiff deblur --final-solver``)."""
+    from kdiff_cli.blind.final import deconvolve
+
+    linear = overrides.get("linear", BlindSettings.linear)
+    y_work = camera.to_linear(y) if linear else y
+    x = deconvolve(cached_solver(solver_name, None, "cpu"), y_work, res.estimate.k, res.sigma)
+    return camera.to_encoded(x) if linear else x
+
+
 def select(names: list[str], spec: str) -> list[str]:
     if spec == "all":
         return names
@@ -104,6 +115,7 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
     items = [(n, i) for n in names for i in kernels]
     sigma_final = max(args.noise, 0.01)
     rows: dict[str, list[dict]] = {"blurred": [], "true kernel": []}
+    finals = [f for f in args.also_final.split(",") if f]
     ks = {i: lai_kernel(i) for i in kernels}
     cache = {}
     for n, i in items:
@@ -115,12 +127,18 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
         xo = files.to_numpy(xo.clamp(0, 1))
         rows["blurred"].append(dict(zip(("psnr", "ssim", "ssd"), score(y, x)), mnc=float("nan"), seconds=0.0))
         rows["true kernel"].append(dict(zip(("psnr", "ssim", "ssd"), score(xo, x)), mnc=1.0, seconds=0.0))
+        for f in finals:
+            with torch.no_grad():
+                xf = solve_tiled(cached_solver(f, None, "cpu"), files.to_tensor(y), torch.from_numpy(ks[i]).float()[None, None], sigma_final)
+            rows.setdefault(f"true kernel, {f}", []).append(
+                dict(zip(("psnr", "ssim", "ssd"), score(files.to_numpy(xf.clamp(0, 1)), x)), mnc=1.0, seconds=0.0))
     configs = args.configs.split(",")
     if args.alternating:
         configs.append("alternating")
     for name in configs:
         subset = items[: args.alternating] if name == "alternating" else items
         vals = []
+        extra: dict[str, list[dict]] = {f: [] for f in finals if name != "alternating"}
         with progress.task_bar(name, total=len(subset), unit="photo") as update:
             for n, i in subset:
                 x, y = cache[(n, i)]
@@ -131,15 +149,26 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
                 else:
                     res = deblur_image(files.to_tensor(y), model, schedule, solver, BlindSettings(**CONFIGS[name]))
                     xe, ke = res.x, res.estimate.k
-                    extra = {"kept": res.estimate.kept, "plan": res.estimate.plan}
+                    info = {"kept": res.estimate.kept, "plan": res.estimate.plan, "scores": res.estimate.scores}
                 seconds = time.perf_counter() - t0
+                if name != "alternating":
+                    for f, fvals in extra.items():
+                        xf = res.x if res.estimate.kept == "none" else final_image(f, files.to_tensor(y), res, CONFIGS[name])
+                        pf, sf, ssdf = score(files.to_numpy(xf), x)
+                        fvals.append(dict(psnr=pf, ssim=sf, ssd=ssdf, mnc=metrics.mnc(ke, ks[i]), seconds=seconds,
+                                          photo=n, kernel=i, **info))
+                else:
+                    info = {}
                 xe = files.to_numpy(xe)
                 p, s, ssd = score(xe, x)
                 vals.append(dict(psnr=p, ssim=s, ssd=ssd, mnc=metrics.mnc(ke, ks[i]), seconds=seconds,
-                                 photo=n, kernel=i, **extra))
+                                 photo=n, kernel=i, **info))
                 update(1, psnr=p, mnc=vals[-1]["mnc"])
         rows[name + (f" (first {len(subset)})" if len(subset) < len(items) else "")] = vals
         print_row(name, vals, rows["blurred"], rows["true kernel"])
+        for f, fvals in extra.items():
+            rows[f"{name}, final solver {f}"] = fvals
+            print_row(f"{name}, final solver {f}", fvals, rows["blurred"], rows[f"true kernel, {f}"])
     return rows
 
 
@@ -207,6 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("--blur", choices=("encoded", "linear"), default="encoded")
     ap.add_argument("--configs", default="default", help=f"comma-separated names of CONFIGS ({', '.join(CONFIGS)}); '' for none")
     ap.add_argument("--alternating", type=int, default=0, help="also run --method alternating on the first N items")
+    ap.add_argument("--also-final", default="", help="comma-separated solvers: extra rows with the same kernel estimates, "
+                    "only the final x = F(y, k) made by that solver (kdiff deblur --final-solver); the true-kernel row too")
     ap.add_argument("--real-figures", type=Path, default=None, help="write real-blur side-by-side figures here")
     ap.add_argument("--real", default=README_PHOTOS, help="real-blur photos for the figures: all, N or name,name")
     ap.add_argument("--no-lai", action="store_true", help="skip the lai-uniform table (figures only)")

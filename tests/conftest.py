@@ -299,6 +299,7 @@ def motion_problem() -> MotionProblem:
 #: small architectures so that the learned solvers' tests stay fast
 SMALL_SOLVERS = {
     "wiener": {},
+    "hqs": {},
     "dwdn": {"features": 4, "feature_blocks": 1, "widths": [8, 8, 8], "blocks": [0, 1, 1]},
     "unrolled": {"stages": 2, "widths": [4, 8], "blocks": 1},
 }

@@ -184,6 +184,17 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
 # --------------------------------------------------------------------------- full pipeline
 
 
+def final_solver(solver: torch.nn.Module, settings: BlindSettings, device: torch.device) -> torch.nn.Module:
+    """The solver of the final image: ``settings.final_solver`` (a learned one with its shipped
+    weights) on ``device``, else ``solver`` itself."""
+    name = settings.final_solver
+    if name is None or name == getattr(solver, "name", settings.solver):
+        return solver
+    from kdiff_cli.solvers import cached_solver
+
+    return cached_solver(name, None, str(device))
+
+
 def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torch.nn.Module, settings: BlindSettings,
                  callback: Callable[[str, int, int, dict], None] | None = None) -> BlindResult:
     """Kernel-Diff on one image: :func:`estimate_kernel` (same arguments) on a window, then the
@@ -197,7 +208,7 @@ def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torc
     if est.kept == "none":  # the fallback: no kernel made y sharper than no deconvolution
         x = y.clone()
     else:
-        x = deconvolve(solver, y_work, est.k, sigma, tile=settings.tile)
+        x = deconvolve(final_solver(solver, settings, y_work.device), y_work, est.k, sigma, tile=settings.tile)
         if settings.linear:
             x = camera.to_encoded(x)
     return BlindResult(x, est, time.perf_counter() - start, float(sigma.reshape(-1)[0]))

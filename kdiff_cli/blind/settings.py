@@ -31,7 +31,8 @@ class BlindSettings:
     fallback: bool = True  # --choice sparsity: keep y itself when no kernel's F(y, k) is sharper than y's own
     classical: bool = True  # the MAP_k choice also weighs the classical alternating estimate of the window
     guidance: bool = True  # Stage I steered by the reblur guidance (False: the unguided ablation, any sampler)
-    solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the final image
+    solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the MAP_k scores
+    final_solver: str | None = None  # solver of the final image x = F(y, k) (None: ``solver``)
     guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
     discrepancy: float | None = None  # tau: guide R towards tau N sigma^2 instead of down (None: the paper's R)
@@ -72,6 +73,8 @@ class BlindSettings:
         if not isinstance(self.classical, bool):
             raise KdiffError(f"classical must be true or false, got {self.classical!r}")
         plugins.get("sampler", self.sampler)  # unknown names: one-line error listing the known ones
+        if self.final_solver is not None:
+            plugins.get("solver", self.final_solver)
         plugins.get("refiner", self.refiner)
         if self.refine_steps is not None and self.refine_steps < 0:
             raise KdiffError(f"--refine-steps must be >= 0, got {self.refine_steps}")

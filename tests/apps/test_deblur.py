@@ -66,6 +66,8 @@ def test_bad_file_skipped_exit_1(run, tiny_weights, photos):
         (["--sampler", "nosuch"], "unknown sampler 'nosuch'"),
         (["--refine-steps", "-1"], "--refine-steps must be >= 0"),
         (["--kernel-uncertainty", "-0.1"], "--kernel-uncertainty must be >= 0"),
+        (["--final-solver", "nosuch"], "unknown solver 'nosuch'"),
+        (["--final-solver", "hqs", "--method", "alternating"], "--final-solver applies to --method kernel-diff and unguided"),
     ],
 )
 def test_bad_options_one_line_error(run, tiny_weights, photos, args, message):
@@ -253,3 +255,16 @@ def test_report_json_doc_lists_every_field(repo_root):
     assert [f.name for f in fields(ReportEntry)] == list(REPORT_TYPES)
     for name in REPORT_TYPES:
         assert f"| `{name}` |" in doc, f"{name} missing from docs/report-json.md"
+
+
+def test_final_solver_changes_only_the_final_image(run, tiny_weights, photos):
+    common = [photos / "a.png", "--weights", tiny_weights, "--seed", "2", "--no-fallback", *FAST]
+    assert run(*common, "--out", photos / "w").exit_code == 0
+    r = run(*common, "--out", photos / "h", "--final-solver", "hqs")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(photos / "w" / "a_kernel.npy"), np.load(photos / "h" / "a_kernel.npy"))
+    xw, _ = files.read_image(photos / "w" / "a_deblurred.png")
+    xh, _ = files.read_image(photos / "h" / "a_deblurred.png")
+    assert np.abs(xw - xh).max() > 1e-3
+    rep = json.loads((photos / "h" / "report.json").read_text())["a.png"]
+    assert rep["settings"]["final_solver"] == "hqs" and rep["settings"]["solver"] == "wiener"

@@ -1,4 +1,4 @@
-"""The non-blind solver plugins (wiener, dwdn, unrolled): accuracy, shapes, batches, gradients,
+"""The non-blind solver plugins (wiener, hqs, dwdn, unrolled): accuracy, shapes, batches, gradients,
 their starting point and bf16 (the FFT pieces: maths/test_deconv.py; loading weights:
 foundation/test_solver_loading.py; `kdiff deblur --kernel`: apps/test_deblur_known_kernel.py)."""
 
@@ -10,7 +10,7 @@ import torch
 from kdiff_cli import plugins
 from kdiff_cli.maths import ops
 
-SOLVERS = ("wiener", "dwdn", "unrolled")
+SOLVERS = ("wiener", "hqs", "dwdn", "unrolled")
 
 
 # --------------------------------------------------------------------------- wiener
@@ -47,6 +47,58 @@ def test_wiener_boundary_refinement_helps_large_kernels(psnr, curved_kernel, tex
     plain = plugins.get("solver", "wiener")(iters=0)(y, k, 0.0)
     refined = plugins.get("solver", "wiener")()(y, k, 0.0)
     assert psnr(refined, x) > psnr(plain, x) + 1
+
+
+# --------------------------------------------------------------------------- hqs (hyper-Laplacian prior)
+
+
+def test_shrink_is_the_soft_threshold_at_p1_and_keeps_large_gradients():
+    from kdiff_cli.maths import hqs
+
+    gx = torch.tensor([0.0, 0.05, 0.3, -0.3, 2.0])
+    gy = torch.zeros(5)
+    wx, wy = hqs.shrink(gx, gy, 0.1, 1.0)
+    assert torch.allclose(wx, torch.tensor([0.0, 0.0, 0.2, -0.2, 1.9])) and not wy.any()
+    # p < 1 shrinks large gradients less than the soft threshold does, and never flips a sign
+    wx8, _ = hqs.shrink(gx, gy, 0.1, 0.8)
+    assert wx8[-1] > wx[-1] and wx8[1] == 0 and bool((wx8 * gx >= 0).all())
+    # isotropic: the direction is kept
+    wx, wy = hqs.shrink(torch.tensor([0.3]), torch.tensor([0.4]), 0.1, 1.0)
+    assert torch.allclose(torch.stack([wx, wy]).flatten(), torch.tensor([0.24, 0.32]))
+
+
+def _edges(seed: int = 3) -> torch.Tensor:
+    """A piecewise-constant RGB image (the hyper-Laplacian prior's kind of scene), 64 x 64."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((1, 3, 64, 64), 0.5)
+    for _ in range(8):
+        r, c, h, w = torch.randint(0, 48, (4,), generator=g).tolist()
+        x[..., r : r + 4 + h % 16, c : c + 4 + w % 16] = torch.rand(3, 1, 1, generator=g)
+    return x
+
+
+def test_hqs_beats_wiener_on_edges_with_noise(psnr, make_solver, curved_kernel):
+    x = _edges()
+    k = curved_kernel(11, 11)
+    y = ops.add_noise(ops.conv2d(x, k), 0.01, torch.Generator().manual_seed(2))
+    wiener, hqs = make_solver("wiener")(y, k, 0.01), make_solver("hqs")(y, k, 0.01)
+    assert psnr(hqs, x) > psnr(wiener, x) + 1.0 > psnr(y, x) + 1.0
+
+
+def test_hqs_without_prior_moves_from_the_wiener_start_towards_y_for_a_delta(make_solver):
+    y = _edges(5)
+    delta = torch.zeros(1, 1, 5, 5)
+    delta[..., 2, 2] = 1
+    start = plugins.get("solver", "wiener")()(y, delta, 0.05)
+    x = plugins.get("solver", "hqs")(rho_scale=0.0)(y, delta, 0.05)
+    assert (x - y).abs().max() < 0.5 * (start - y).abs().max()
+
+
+def test_hqs_regularises_more_with_more_noise(make_solver, curved_kernel):
+    y = ops.conv2d(_edges(7), curved_kernel(9, 9))
+    tv = lambda a: float((a[..., 1:, :] - a[..., :-1, :]).abs().mean())  # noqa: E731
+    low, high = (make_solver("hqs")(y, curved_kernel(9, 9), s) for s in (0.005, 0.03))
+    assert tv(high) < tv(low)
 
 
 # --------------------------------------------------------------------------- all solvers

@@ -1,0 +1,90 @@
+"""Non-blind deconvolution with a hyper-Laplacian gradient prior by half-quadratic splitting.
+
+``min_x 1/2 ||M (k * x) - y||^2 + rho sum_pixels |grad x|^p`` (Krishnan & Fergus, "Fast image
+deconvolution using hyper-Laplacian priors", NIPS 2009), ``0 < p <= 1``: natural images have
+heavy-tailed gradients, so a sparse prior keeps edges sharp while it suppresses the small
+oscillations a quadratic (Wiener) prior lets through, which is what ringing from kernel error and
+noise looks like. Splitting ``w ~ grad x`` with a weight ``beta`` that grows by ``ratio`` per
+iteration alternates
+
+* **w-step** -- per pixel, the isotropic p-shrinkage of ``v = grad x`` (Chartrand 2009):
+  ``w = v max(0, 1 - tau^(2-p) |v|^(p-2))`` with ``tau = rho / beta``; ``p = 1`` is the soft
+  threshold of total variation;
+* **x-step** -- ``(|K|^2 + beta |D|^2) X = conj(K) Y + beta conj(D) W`` in closed form on the FFT
+  canvas of :mod:`kdiff_cli.maths.deconv`. The pixels beyond the image edges are unknowns: the
+  canvas margin is filled with the current estimate reblurred (an EM step for the missing data),
+  so the edges do not ring.
+
+It starts from the boundary-aware Wiener solution (:func:`deconv.deconvolve_canvas`). Cost: five
+FFTs per iteration and channel on the canvas, about 3x the Wiener solver at the default 8
+iterations. Not differentiable in a useful way (the shrinkage is piecewise): a final-image
+solver, not a guidance solver.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdiff_cli.maths import deconv
+
+
+def _difference_spectra(size: tuple[int, int], dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """rfft2 transfer functions of the forward differences ``x[j + 1] - x[j]`` (rows, columns)."""
+    Hp, Wp = size
+    hx = torch.zeros(Hp, Wp, dtype=dtype, device=device)
+    hx[0, 0], hx[0, Wp - 1] = -1, 1
+    hy = torch.zeros(Hp, Wp, dtype=dtype, device=device)
+    hy[0, 0], hy[Hp - 1, 0] = -1, 1
+    return torch.fft.rfft2(hx), torch.fft.rfft2(hy)
+
+
+def shrink(gx: torch.Tensor, gy: torch.Tensor, tau, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Isotropic p-shrinkage of the gradient field (gx, gy) with threshold ``tau`` (a number or a
+    tensor broadcasting over the field, e.g. (B, 1, 1, 1))."""
+    mag = (gx.square() + gy.square()).sqrt().clamp(min=1e-12)
+    keep = (1 - tau ** (2 - p) * mag ** (p - 2)).clamp(min=0)
+    return gx * keep, gy * keep
+
+
+def deconvolve(
+    y: torch.Tensor,
+    k: torch.Tensor,
+    lam: torch.Tensor,
+    rho: torch.Tensor,
+    p: float = 0.8,
+    beta0: float = 0.01,
+    ratio: float = 2.0,
+    iters: int = 8,
+    margin: float = 1.0,
+    wiener_iters: int = 12,
+) -> torch.Tensor:
+    """Deblur ``y`` (B, C, H, W) with ``k`` (B or 1, 1, h, w): the hyper-Laplacian HQS estimate.
+
+    ``lam`` (B,): the Wiener start's regularisation; ``rho`` (B,): the prior's weight (relative to
+    ``1/2`` on the data term); ``beta0 * ratio^i`` the splitting weight of iteration ``i``.
+    """
+    canvas = deconv.deconvolve_canvas(y, k, lam, margin, wiener_iters)
+    X, Kf, size = canvas.X, canvas.Kf, canvas.size
+    top, bottom, left, right = canvas.pads
+    dtype = X.real.dtype
+    mask = canvas.mask.to(dtype)
+    y_canvas = F.pad(y.to(dtype), (left, right, top, bottom))
+    Dx, Dy = _difference_spectra(size, dtype, X.device)
+    K2 = Kf.real.square() + Kf.imag.square()
+    D2 = Dx.real.square() + Dx.imag.square() + Dy.real.square() + Dy.imag.square()
+    rho = torch.as_tensor(rho, dtype=dtype, device=X.device).reshape(-1, 1, 1, 1)
+    beta = float(beta0)
+    for _ in range(int(iters)):
+        x = torch.fft.irfft2(X, s=size)
+        gx = torch.roll(x, -1, -1) - x
+        gy = torch.roll(x, -1, -2) - x
+        wx, wy = shrink(gx, gy, rho / beta, p)
+        Wx, Wy = torch.fft.rfft2(wx), torch.fft.rfft2(wy)
+        filled = mask * y_canvas + (1 - mask) * torch.fft.irfft2(Kf * X, s=size)
+        X = (Kf.conj() * torch.fft.rfft2(filled) + beta * (Dx.conj() * Wx + Dy.conj() * Wy)) / (K2 + beta * D2)
+        beta *= ratio
+    return deconv.crop(torch.fft.irfft2(X, s=size), canvas.pads)
+
+
+__all__ = ["deconvolve", "shrink"]
