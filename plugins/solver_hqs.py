@@ -5,7 +5,9 @@ Krishnan & Fergus 2009), ``rho(sigma) = rho_scale * sigma^2 + rho_floor``, start
 ``wiener`` solution with the same unknown-boundary canvas. Sparser gradients than the quadratic
 prior: sharper edges, less ringing from kernel error and noise. No learned weights. Used as the
 final-image solver of blind deblurring (``kdiff deblur --final-solver``); its shrinkage is not a
-useful gradient for the guidance, which keeps ``--solver``.
+useful gradient for the guidance, which keeps ``--solver``. Recorded values at or above ``clip``
+(clipped highlights: street lights, specular spots) are left out of the data term and filled by
+the estimate's own reblur, so lights do not ring (:func:`kdiff_cli.maths.hqs.deconvolve`).
 
 ``rho_scale``, ``p`` and ``beta0`` were chosen on 12 val crops (256x256, ``borodenko`` 64x64,
 sigma 0.01) with kernels estimated by ``alternating`` and with the true kernels (docs/solvers.md).
@@ -37,11 +39,13 @@ class HQSSolver(nn.Module):
         lambda_scale: float = 100.0,  # the Wiener start (as the wiener solver)
         lambda_floor: float = 1e-3,
         margin: float = 1.0,
+        clip: float | None = 0.98,  # recorded values at or above this are clipped: left out of the data term (None: keep all)
     ):
         super().__init__()
         self.rho_scale, self.rho_floor, self.p = float(rho_scale), float(rho_floor), float(p)
         self.beta0, self.iters = float(beta0), int(iters)
         self.lambda_scale, self.lambda_floor, self.margin = float(lambda_scale), float(lambda_floor), float(margin)
+        self.clip = None if clip is None else float(clip)
 
     def forward(self, y: torch.Tensor, k: torch.Tensor, sigma=None) -> torch.Tensor:
         """Deblur ``y`` (B, C, H, W) with kernels ``k`` (B or 1, 1, h, w); output not clipped."""
@@ -49,7 +53,11 @@ class HQSSolver(nn.Module):
         s = deconv.noise_level(sigma, y)
         lam = self.lambda_scale * s.square() + self.lambda_floor
         rho = self.rho_scale * s.square() + self.rho_floor
-        return hqs.deconvolve(y, k, lam, rho, p=self.p, beta0=self.beta0, iters=self.iters, margin=self.margin)
+        valid = None
+        if self.clip is not None and bool((y >= self.clip).any()):
+            valid = y < self.clip
+        return hqs.deconvolve(y, k, lam, rho, p=self.p, beta0=self.beta0, iters=self.iters, margin=self.margin,
+                              valid=valid)
 
 
 @hookimpl

@@ -58,18 +58,27 @@ def deconvolve(
     iters: int = 8,
     margin: float = 1.0,
     wiener_iters: int = 12,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Deblur ``y`` (B, C, H, W) with ``k`` (B or 1, 1, h, w): the hyper-Laplacian HQS estimate.
 
     ``lam`` (B,): the Wiener start's regularisation; ``rho`` (B,): the prior's weight (relative to
     ``1/2`` on the data term); ``beta0 * ratio^i`` the splitting weight of iteration ``i``.
+    ``valid`` (B or 1, C or 1, H, W) bool: the observed pixels that count (None: all). The others --
+    clipped highlights, whose true blurred value is above what was recorded -- are unknowns like
+    the canvas margin, filled with the reblurred estimate but never below the recorded value, so a
+    clipped light neither rings nor drags its surroundings down.
     """
     canvas = deconv.deconvolve_canvas(y, k, lam, margin, wiener_iters)
     X, Kf, size = canvas.X, canvas.Kf, canvas.size
     top, bottom, left, right = canvas.pads
     dtype = X.real.dtype
-    mask = canvas.mask.to(dtype)
+    window = canvas.mask.to(dtype)
     y_canvas = F.pad(y.to(dtype), (left, right, top, bottom))
+    mask = window
+    if valid is not None:
+        mask = window * F.pad(valid.to(dtype), (left, right, top, bottom))
+    floor = window - mask  # clipped pixels: the estimate's reblur, at least the recorded value
     Dx, Dy = _difference_spectra(size, dtype, X.device)
     K2 = Kf.real.square() + Kf.imag.square()
     D2 = Dx.real.square() + Dx.imag.square() + Dy.real.square() + Dy.imag.square()
@@ -81,7 +90,10 @@ def deconvolve(
         gy = torch.roll(x, -1, -2) - x
         wx, wy = shrink(gx, gy, rho / beta, p)
         Wx, Wy = torch.fft.rfft2(wx), torch.fft.rfft2(wy)
-        filled = mask * y_canvas + (1 - mask) * torch.fft.irfft2(Kf * X, s=size)
+        reblur = torch.fft.irfft2(Kf * X, s=size)
+        if valid is not None:
+            reblur = torch.where(floor > 0, torch.maximum(reblur, y_canvas), reblur)
+        filled = mask * y_canvas + (1 - mask) * reblur
         X = (Kf.conj() * torch.fft.rfft2(filled) + beta * (Dx.conj() * Wx + Dy.conj() * Wy)) / (K2 + beta * D2)
         beta *= ratio
     return deconv.crop(torch.fft.irfft2(X, s=size), canvas.pads)

@@ -94,6 +94,18 @@ def test_hqs_without_prior_moves_from_the_wiener_start_towards_y_for_a_delta(mak
     assert (x - y).abs().max() < 0.5 * (start - y).abs().max()
 
 
+def test_hqs_leaves_clipped_lights_out_of_the_data_term(psnr, make_solver, curved_kernel):
+    x = _edges(9)
+    for r, c in ((10, 12), (30, 40), (50, 20)):
+        x[..., r : r + 3, c : c + 3] = 4.0  # lights far above white: the blurred photo clips around them
+    k = curved_kernel(11, 11)
+    y = ops.add_noise(ops.conv2d(x, k), 0.005, torch.Generator().manual_seed(3)).clamp(0, 1)
+    assert bool((y >= 0.98).any())
+    aware = plugins.get("solver", "hqs")()(y, k, 0.01)
+    blind_to_clipping = plugins.get("solver", "hqs")(clip=None)(y, k, 0.01)
+    assert psnr(aware, x.clamp(0, 1)) > psnr(blind_to_clipping, x.clamp(0, 1)) + 0.2  # measured: +0.39 dB
+
+
 def test_hqs_regularises_more_with_more_noise(make_solver, curved_kernel):
     y = ops.conv2d(_edges(7), curved_kernel(9, 9))
     tv = lambda a: float((a[..., 1:, :] - a[..., :-1, :]).abs().mean())  # noqa: E731
