@@ -329,8 +329,8 @@ def solve_tiled(
 ) -> torch.Tensor:
     """Deconvolve a large ``y`` (1, C, H, W) tile by tile so that memory stays bounded.
 
-    Tiles of ``tile x tile`` overlap by ``overlap`` pixels (default: the kernel size, at least 32)
-    and are blended with raised-cosine weights; each tile is solved with the same kernel. The
+    Tiles of at most ``tile x tile``, as few as that allows and all of one size, overlap by at least
+    ``overlap`` pixels (default: the kernel size, at least 32) and are blended with raised-cosine weights; each tile is solved with the same kernel. The
     noise level is estimated once on the whole image when ``sigma`` is None. ``callback(i, n)``
     is called after each tile. An image no larger than one tile is solved directly.
     """
@@ -349,14 +349,16 @@ def solve_tiled(
     tile = max(tile, 2 * overlap + 1, h, w)
     step = tile - overlap
 
-    def starts(n: int) -> list[int]:
+    def layout(n: int) -> tuple[list[int], int]:
+        """Tile starts and side along one axis: as few tiles as ``tile`` allows, all of one side, evenly
+        spread (so no tile is mostly overlap), neighbours overlapping by at least ``overlap``."""
         if n <= tile:
-            return [0]
-        s = list(range(0, n - tile, step)) + [n - tile]
-        return sorted(set(s))
+            return [0], n
+        count = math.ceil((n - overlap) / step)
+        side = math.ceil((n + (count - 1) * overlap) / count)
+        return [round(i * (n - side) / (count - 1)) for i in range(count)], side
 
-    rows, cols = starts(H), starts(W)
-    th, tw = min(tile, H), min(tile, W)
+    (rows, th), (cols, tw) = layout(H), layout(W)
     ramp_r = _blend_ramp(th, overlap if len(rows) > 1 else 0, y.dtype, y.device)
     ramp_c = _blend_ramp(tw, overlap if len(cols) > 1 else 0, y.dtype, y.device)
     wgt = ramp_r[:, None] * ramp_c[None, :]
