@@ -40,7 +40,7 @@ def deblur_cmd(
     kernel_size: Annotated[Optional[int], typer.Option(help="Side of the full-resolution kernel (default: auto; kernel-diff: from a coarse pass on photos, 64 on small images; alternating: 64).", rich_help_panel=RESEARCH)] = None,
     linear: Annotated[bool, typer.Option("--linear/--no-linear", help="Estimate and deconvolve in linear light (sRGB decoded) and encode the result back (default: off, measured in docs/deblur.md).", rich_help_panel=RESEARCH)] = False,
     fallback: Annotated[bool, typer.Option("--fallback/--no-fallback", help="--choice sparsity: keep the input unchanged when no estimated kernel makes it sharper than no deconvolution (default: on).", rich_help_panel=RESEARCH)] = True,
-    final_solver: Annotated[Optional[str], typer.Option(help="Blind: solver of the final image x = F(y, k): wiener, hqs (hyper-Laplacian prior), dwdn, unrolled (default: --solver's).", metavar="NAME", rich_help_panel=RESEARCH)] = None,
+    final_solver: Annotated[Optional[str], typer.Option(help="Blind: solver of the final image x = F(y, k): auto (default: hqs, the hyper-Laplacian prior, on photos; --solver on images under 300 px), wiener, hqs, dwdn, unrolled.", metavar="NAME", rich_help_panel=RESEARCH)] = None,
     choice: Annotated[str, typer.Option(help="MAP_k between the diffusion sample and the classical candidate: sparsity (of F(y, k), default) or reblur (the residual; rewards a dot).", rich_help_panel=RESEARCH)] = "sparsity",
     weights: Annotated[Optional[str], typer.Option(help="Kernel-diff weights: shipped name or .safetensors path.", rich_help_panel=RESEARCH)] = None,
     solver_weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).", rich_help_panel=RESEARCH)] = None,
@@ -73,7 +73,7 @@ def deblur_cmd(
         "guidance_scale": guidance_scale, "route": route, "roi": parse_roi(roi) if kernel is None else None, "downscale": downscale,
         "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
         "kernel_size": kernel_size, "linear": linear, "choice": choice, "fallback": fallback,
-        "final_solver": final_solver,
+        "final_solver": final_solver or "auto",
     }
     if discrepancy is not None:  # absent: the measured default of BlindSettings; 0: the paper's plain loss
         options["discrepancy"] = None if discrepancy == 0 else discrepancy

@@ -184,10 +184,18 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
 # --------------------------------------------------------------------------- full pipeline
 
 
-def final_solver(solver: torch.nn.Module, settings: BlindSettings, device: torch.device) -> torch.nn.Module:
+#: the final-image solver of ``--final-solver auto`` on photos (measured: docs/deblur.md)
+PHOTO_FINAL_SOLVER = "hqs"
+
+
+def final_solver(solver: torch.nn.Module, settings: BlindSettings, device: torch.device, photo: bool = False) -> torch.nn.Module:
     """The solver of the final image: ``settings.final_solver`` (a learned one with its shipped
-    weights) on ``device``, else ``solver`` itself."""
+    weights) on ``device``; ``auto``: :data:`PHOTO_FINAL_SOLVER` for a photo (short side >=
+    ``scale.CROP_SIDE``), ``solver`` itself on small crops (the 256 x 256 benchmarks' path, kept
+    comparable with the published BSD100 table)."""
     name = settings.final_solver
+    if name == "auto":
+        name = PHOTO_FINAL_SOLVER if photo else None
     if name is None or name == getattr(solver, "name", settings.solver):
         return solver
     from kdiff_cli.solvers import cached_solver
@@ -208,7 +216,8 @@ def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torc
     if est.kept == "none":  # the fallback: no kernel made y sharper than no deconvolution
         x = y.clone()
     else:
-        x = deconvolve(final_solver(solver, settings, y_work.device), y_work, est.k, sigma, tile=settings.tile)
+        large = min(y.shape[-2:]) >= scale.CROP_SIDE  # a photo, not a benchmark crop
+        x = deconvolve(final_solver(solver, settings, y_work.device, large), y_work, est.k, sigma, tile=settings.tile)
         if settings.linear:
             x = camera.to_encoded(x)
     return BlindResult(x, est, time.perf_counter() - start, float(sigma.reshape(-1)[0]))

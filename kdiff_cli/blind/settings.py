@@ -32,7 +32,7 @@ class BlindSettings:
     classical: bool = True  # the MAP_k choice also weighs the classical alternating estimate of the window
     guidance: bool = True  # Stage I steered by the reblur guidance (False: the unguided ablation, any sampler)
     solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the MAP_k scores
-    final_solver: str | None = None  # solver of the final image x = F(y, k) (None: ``solver``)
+    final_solver: str = "auto"  # solver of the final image x = F(y, k): auto (hqs on photos, ``solver`` on small crops) or a name
     guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
     discrepancy: float | None = None  # tau: guide R towards tau N sigma^2 instead of down (None: the paper's R)
@@ -73,7 +73,7 @@ class BlindSettings:
         if not isinstance(self.classical, bool):
             raise KdiffError(f"classical must be true or false, got {self.classical!r}")
         plugins.get("sampler", self.sampler)  # unknown names: one-line error listing the known ones
-        if self.final_solver is not None:
+        if self.final_solver != "auto":
             plugins.get("solver", self.final_solver)
         plugins.get("refiner", self.refiner)
         if self.refine_steps is not None and self.refine_steps < 0:
