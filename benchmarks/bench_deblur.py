@@ -14,6 +14,7 @@ same solver given the true kernel (the oracle). ``ddpm`` with T = 1000 runs on t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -28,7 +29,7 @@ os.environ.setdefault("COLUMNS", "150")
 
 from kdiff_cli.maths import alternating, metrics  # noqa: E402
 from kdiff_cli import files, plugins, progress
-from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings, deblur_image, load_kernel_model  # noqa: E402
+from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, BlindSettings, deblur_image, final_image, load_kernel_model  # noqa: E402
 from kdiff_cli.maths.deconv import solve_tiled  # noqa: E402
 from kdiff_cli.solvers import load_solver  # noqa: E402
 from common import VAL_DIR, load_items  # noqa: E402
@@ -68,17 +69,6 @@ CONFIGS = {
     "lookup + alternating (no classical candidate)": {"sampler": "lookup", "classical": False},
     "lookup unguided + alternating + classical candidate": {"sampler": "lookup", "guidance": False},
 }
-
-
-def refinal(solver_name: str, y: torch.Tensor, res) -> np.ndarray:
-    """The final image of a finished blind result ``res`` made again by another solver: same kernel,
-    same final noise level, same fallback (``kdiff deblur --final-solver``)."""
-    from kdiff_cli.blind.final import deconvolve
-    from kdiff_cli.solvers import cached_solver
-
-    if res.estimate.kept == "none":
-        return files.to_numpy(res.x)
-    return files.to_numpy(deconvolve(cached_solver(solver_name, None, "cpu"), y, res.estimate.k, res.sigma))
 
 
 def main(argv=None) -> int:
@@ -135,12 +125,15 @@ def main(argv=None) -> int:
                     x, k, _ = alternating.run(tensor(it.y), alternating.AlternatingSettings(), solver=args.solver, sigma=FINAL_SIGMA)
                     x, k, seconds = files.to_numpy(x), k.double()[0, 0].numpy(), time.perf_counter() - t0
                 else:
-                    res = deblur_image(tensor(it.y), model, schedule, solver, BlindSettings(**opts))
+                    settings = BlindSettings(**opts)
+                    res = deblur_image(tensor(it.y), model, schedule, solver, settings)
                     x, k, seconds = files.to_numpy(res.x), res.estimate.k.double()[0, 0].numpy(), res.seconds
                     kept.append(res.estimate.kept)
                     sigmas.append(res.sigma)
                     for f, fvals in extra.items():
-                        xf = refinal(f, tensor(it.y), res)
+                        # the same kernel and final noise level, finished by another solver
+                        xf = files.to_numpy(final_image(tensor(it.y), res.estimate, res.sigma, solver,
+                                                        dataclasses.replace(settings, final_solver=f)))
                         fvals.append((metrics.psnr(xf, it.x), metrics.ssim(xf, it.x), metrics.mnc(k, it.k), seconds))
                 vals.append((metrics.psnr(x, it.x), metrics.ssim(x, it.x), metrics.mnc(k, it.k), seconds))
                 update(1, psnr=vals[-1][0], mnc=vals[-1][2])

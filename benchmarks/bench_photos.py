@@ -25,6 +25,7 @@ pipeline, and ``--method alternating`` (its CLI defaults) on the first ``--alter
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -38,7 +39,7 @@ import torch
 os.environ.setdefault("COLUMNS", "150")
 
 from kdiff_cli import files, progress  # noqa: E402
-from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, PHOTO_FINAL_SOLVER, BlindSettings, deblur_image, load_kernel_model  # noqa: E402
+from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, PHOTO_FINAL_SOLVER, BlindSettings, deblur_image, final_image, load_kernel_model  # noqa: E402
 from kdiff_cli.maths import alternating, camera, metrics, ops  # noqa: E402
 from kdiff_cli.maths.deconv import solve_tiled  # noqa: E402
 from kdiff_cli.solvers import cached_solver, load_solver  # noqa: E402
@@ -88,17 +89,6 @@ def truth_row(name: str) -> str:
     return "true kernel"
 
 
-def final_image(solver_name: str, y: torch.Tensor, res, overrides: dict) -> torch.Tensor:
-    """The final image of a finished blind result made again by another solver (same kernel, same
-    final noise level; ``kdiff deblur --final-solver``)."""
-    from kdiff_cli.blind.final import deconvolve
-
-    linear = overrides.get("linear", BlindSettings.linear)
-    y_work = camera.to_linear(y) if linear else y
-    x = deconvolve(cached_solver(solver_name, None, "cpu"), y_work, res.estimate.k, res.sigma)
-    return camera.to_encoded(x) if linear else x
-
-
 def select(names: list[str], spec: str) -> list[str]:
     if spec == "all":
         return names
@@ -131,17 +121,13 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
         x = files.read_image(LAI / "sharp" / f"{n}.png")[0][..., :3]
         y = blur_photo(x, ks[i], args.noise, args.blur, seed=len(cache))
         cache[(n, i)] = (x, y)
-        with torch.no_grad():  # the solver the default's final image uses on photos
-            xo = solve_tiled(cached_solver(PHOTO_FINAL_SOLVER, None, "cpu"), files.to_tensor(y),
-                             torch.from_numpy(ks[i]).float()[None, None], sigma_final)
-        xo = files.to_numpy(xo.clamp(0, 1))
         rows["blurred"].append(dict(zip(("psnr", "ssim", "ssd"), score(y, x)), mnc=float("nan"), seconds=0.0))
-        rows["true kernel"].append(dict(zip(("psnr", "ssim", "ssd"), score(xo, x)), mnc=1.0, seconds=0.0))
-        for f in finals:
+        # the true kernel with the solver the default's final image uses on photos, and with each --also-final
+        for f, row in [(PHOTO_FINAL_SOLVER, "true kernel")] + [(f, f"true kernel, {f}") for f in finals]:
             with torch.no_grad():
-                xf = solve_tiled(cached_solver(f, None, "cpu"), files.to_tensor(y), torch.from_numpy(ks[i]).float()[None, None], sigma_final)
-            rows.setdefault(f"true kernel, {f}", []).append(
-                dict(zip(("psnr", "ssim", "ssd"), score(files.to_numpy(xf.clamp(0, 1)), x)), mnc=1.0, seconds=0.0))
+                xo = solve_tiled(cached_solver(f, None, "cpu"), files.to_tensor(y), torch.from_numpy(ks[i]).float()[None, None], sigma_final)
+            rows.setdefault(row, []).append(
+                dict(zip(("psnr", "ssim", "ssd"), score(files.to_numpy(xo.clamp(0, 1)), x)), mnc=1.0, seconds=0.0))
     configs = args.configs.split(",")
     if args.alternating:
         configs.append("alternating")
@@ -155,24 +141,21 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
                 t0 = time.perf_counter()
                 if name == "alternating":
                     xe, ke, _ = alternating.run(files.to_tensor(y), alternating.AlternatingSettings(), sigma=0.03)
-                    extra = {}
+                    info = {}
                 else:
-                    res = deblur_image(files.to_tensor(y), model, schedule, solver, BlindSettings(**CONFIGS[name]))
+                    settings = BlindSettings(**CONFIGS[name])
+                    res = deblur_image(files.to_tensor(y), model, schedule, solver, settings)
                     xe, ke = res.x, res.estimate.k
                     info = {"kept": res.estimate.kept, "plan": res.estimate.plan, "scores": res.estimate.scores}
                 seconds = time.perf_counter() - t0
-                if name != "alternating":
-                    for f, fvals in extra.items():
-                        xf = res.x if res.estimate.kept == "none" else final_image(f, files.to_tensor(y), res, CONFIGS[name])
-                        pf, sf, ssdf = score(files.to_numpy(xf), x)
-                        fvals.append(dict(psnr=pf, ssim=sf, ssd=ssdf, mnc=metrics.mnc(ke, ks[i]), seconds=seconds,
-                                          photo=n, kernel=i, **info))
-                else:
-                    info = {}
-                xe = files.to_numpy(xe)
-                p, s, ssd = score(xe, x)
-                vals.append(dict(psnr=p, ssim=s, ssd=ssd, mnc=metrics.mnc(ke, ks[i]), seconds=seconds,
-                                 photo=n, kernel=i, **info))
+                # --also-final: the same estimate finished by another solver (not in the seconds)
+                finished = {f: final_image(files.to_tensor(y), res.estimate, res.sigma, solver,
+                                           dataclasses.replace(settings, final_solver=f)) for f in extra}
+                common = dict(mnc=metrics.mnc(ke, ks[i]), seconds=seconds, photo=n, kernel=i, **info)
+                for f, xf in finished.items():
+                    extra[f].append(dict(zip(("psnr", "ssim", "ssd"), score(files.to_numpy(xf), x)), **common))
+                p, s, ssd = score(files.to_numpy(xe), x)
+                vals.append(dict(psnr=p, ssim=s, ssd=ssd, **common))
                 update(1, psnr=p, mnc=vals[-1]["mnc"])
         rows[name + (f" (first {len(subset)})" if len(subset) < len(items) else "")] = vals
         print_row(name, vals, rows["blurred"], rows[truth_row(name)])

@@ -67,6 +67,7 @@ def deblur_cmd(
 
     paths = deblur.expand_inputs(inputs)
     part = sharding.resolve(shard)
+    mine = part.take(paths)  # this process's share (all of them without --shard or torchrun)
     preset = quality_options(quality.value, sampler=sampler, steps=steps, samples=samples, refine_steps=refine_steps)
     options = {
         **preset, "refiner": refiner, "classical": classical, "solver": solver,
@@ -104,8 +105,7 @@ def deblur_cmd(
     try:
         with contextlib.ExitStack() as stack:
             if kernel is not None:
-                total = len(part.take(paths))
-                bars["update"] = stack.enter_context(progress.task_bar(f"deblur ({solver})", total=total, unit="images"))
+                bars["update"] = stack.enter_context(progress.task_bar(f"deblur ({solver})", total=len(mine), unit="images"))
             report = deblur.deblur_files(paths, out, method, options, device, None if kernel is not None else on_start,
                                          on_progress, on_done, kernel=kernel, quality=quality.value, overwrite=overwrite,
                                          kernel_center=kernel_center, shard=part)
@@ -114,5 +114,5 @@ def deblur_cmd(
     for path in report.written:
         typer.echo(str(path))
     if report.failed:
-        typer.echo(f"{len(report.failed)} of {len(part.take(paths))} inputs failed", err=True)
+        typer.echo(f"{len(report.failed)} of {len(mine)} inputs failed", err=True)
         raise typer.Exit(1)

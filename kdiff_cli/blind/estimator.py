@@ -213,14 +213,21 @@ def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torc
     photo = est.plan is not None and est.plan.get("how") == "coarse"
     with torch.no_grad():
         sigma = final_sigma(noise_level(settings.sigma, y_work), est.agreement, settings, photo=photo)
-    if est.kept == "none":  # the fallback: no kernel made y sharper than no deconvolution
-        x = y.clone()
-    else:
-        large = min(y.shape[-2:]) >= scale.CROP_SIDE  # a photo, not a benchmark crop
-        x = deconvolve(final_solver(solver, settings, y_work.device, large), y_work, est.k, sigma, tile=settings.tile)
-        if settings.linear:
-            x = camera.to_encoded(x)
+    x = final_image(y, est, sigma, solver, settings)
     return BlindResult(x, est, time.perf_counter() - start, float(sigma.reshape(-1)[0]))
+
+
+def final_image(y: torch.Tensor, est: KernelEstimate, sigma, solver: torch.nn.Module, settings: BlindSettings) -> torch.Tensor:
+    """``x = F(y, k)`` on the whole image ``y`` (1, C, H, W) with the estimate's kernel and the final
+    noise level ``sigma``: the fallback's input kept as is, the final solver of ``settings``
+    (:func:`final_solver`; a photo is an image whose short side is at least ``scale.CROP_SIDE``),
+    linear light when ``settings.linear``."""
+    if est.kept == "none":  # the fallback: no kernel made y sharper than no deconvolution
+        return y.clone()
+    y_work = camera.to_linear(y) if settings.linear else y
+    large = min(y.shape[-2:]) >= scale.CROP_SIDE  # a photo, not a benchmark crop
+    x = deconvolve(final_solver(solver, settings, y_work.device, large), y_work, est.k, sigma, tile=settings.tile)
+    return camera.to_encoded(x) if settings.linear else x
 
 
 __all__ = [
@@ -231,6 +238,8 @@ __all__ = [
     "estimate_kernel",
     "deblur_image",
     "final_sigma",
+    "final_image",
+    "final_solver",
     "load_kernel_model",
     "settings_dict",
 ]

@@ -15,7 +15,7 @@ iteration alternates
   canvas margin is filled with the current estimate reblurred (an EM step for the missing data),
   so the edges do not ring.
 
-It starts from the boundary-aware Wiener solution (:func:`deconv.deconvolve_canvas`). Cost: five
+It starts from the boundary-aware Wiener solution (:func:`deconv.deconvolve_canvas`). Cost: four
 FFTs per iteration and channel on the canvas, about 3x the Wiener solver at the default 8
 iterations. Not differentiable in a useful way (the shrinkage is piecewise): a final-image
 solver, not a guidance solver.
@@ -27,16 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from kdiff_cli.maths import deconv
-
-
-def _difference_spectra(size: tuple[int, int], dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """rfft2 transfer functions of the forward differences ``x[j + 1] - x[j]`` (rows, columns)."""
-    Hp, Wp = size
-    hx = torch.zeros(Hp, Wp, dtype=dtype, device=device)
-    hx[0, 0], hx[0, Wp - 1] = -1, 1
-    hy = torch.zeros(Hp, Wp, dtype=dtype, device=device)
-    hy[0, 0], hy[Hp - 1, 0] = -1, 1
-    return torch.fft.rfft2(hx), torch.fft.rfft2(hy)
+from kdiff_cli.maths.alternating_steps import _grad, _grad_adjoint
 
 
 def shrink(gx: torch.Tensor, gy: torch.Tensor, tau, p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,22 +70,19 @@ def deconvolve(
     if valid is not None:
         mask = window * F.pad(valid.to(dtype), (left, right, top, bottom))
     floor = window - mask  # clipped pixels: the estimate's reblur, at least the recorded value
-    Dx, Dy = _difference_spectra(size, dtype, X.device)
     K2 = Kf.real.square() + Kf.imag.square()
-    D2 = Dx.real.square() + Dx.imag.square() + Dy.real.square() + Dy.imag.square()
+    D2 = deconv.gradient_spectrum(size, dtype, X.device)  # |Dx|^2 + |Dy|^2 of the circular differences
     rho = torch.as_tensor(rho, dtype=dtype, device=X.device).reshape(-1, 1, 1, 1)
     beta = float(beta0)
     for _ in range(int(iters)):
         x = torch.fft.irfft2(X, s=size)
-        gx = torch.roll(x, -1, -1) - x
-        gy = torch.roll(x, -1, -2) - x
-        wx, wy = shrink(gx, gy, rho / beta, p)
-        Wx, Wy = torch.fft.rfft2(wx), torch.fft.rfft2(wy)
+        wx, wy = shrink(*_grad(x), rho / beta, p)
+        DtW = torch.fft.rfft2(_grad_adjoint(wx, wy))  # conj(Dx) Wx + conj(Dy) Wy
         reblur = torch.fft.irfft2(Kf * X, s=size)
         if valid is not None:
             reblur = torch.where(floor > 0, torch.maximum(reblur, y_canvas), reblur)
         filled = mask * y_canvas + (1 - mask) * reblur
-        X = (Kf.conj() * torch.fft.rfft2(filled) + beta * (Dx.conj() * Wx + Dy.conj() * Wy)) / (K2 + beta * D2)
+        X = (Kf.conj() * torch.fft.rfft2(filled) + beta * DtW) / (K2 + beta * D2)
         beta *= ratio
     return deconv.crop(torch.fft.irfft2(X, s=size), canvas.pads)
 

@@ -346,6 +346,5 @@ def run(
         return part
     merged = evaluate(dataset, p.refs, p.protocol, specs, metric_specs, out, **common, may_run=False, failed_elsewhere=failed)
     merged.computed, merged.cached, merged.shard = part.computed, part.cached, shard.label
-    merged.failed = {**merged.failed, **part.failed}
     merged.merged = not merged.pending
     return merged
