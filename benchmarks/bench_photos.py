@@ -1,6 +1,6 @@
 """Blind deblurring at photo scale: lai-uniform with its recorded kernels, and figures of real blurred photos.
 
-    python benchmarks/bench_photos.py [--photos all|N|name,name] [--kernels 1,2,3,4] [--noise 0]
+    python benchmarks/bench_photos.py [--set lai|val] [--photos all|N|name,name] [--kernels 1,2,3,4] [--noise 0]
                                       [--blur encoded|linear] [--configs default,...] [--alternating N]
                                       [--real-figures DIR] [--real NAMES|all] [--threads 2] [--json OUT]
 
@@ -16,6 +16,10 @@ SSD of the result over the aligned SSD of the same solver given the true kernel)
 blurred input, the true kernel with the solver the default's final image uses on photos (``hqs``;
 ``--also-final S`` adds the true kernel with ``S`` and each config's estimates finished by ``S``), each ``--configs`` entry of ``kdiff deblur``'s
 pipeline, and ``--method alternating`` (its CLI defaults) on the first ``--alternating`` items.
+
+**val** (``--set val``, for tuning: the benchmark sets stay held apart): the validation photos
+($KDIFF_DATA/val, 481 x 321), photo j blurred by its own ``boracchi-foi`` camera-shake kernel (seed
+2024 + j, side 31, 51 or 75 px in turn, the range of lai-uniform's), scored the same way.
 
 **real-blur** ($KDIFF_DATA/real-blur, no ground truth): ``--real-figures DIR`` writes
 ``DIR/<name>.jpg``, the input beside the default's output with the estimated kernel inset
@@ -58,7 +62,12 @@ CONFIGS = {
     "reblur choice (previous MAP_k rule)": {"choice": "reblur"},
     "no classical candidate": {"classical": False},
     "unguided": {"guidance": False},
+    "one coarse scale": {"coarse_scales": 1},
 }
+#: --set val: generated kernels of the sizes of lai-uniform's (31 to 75 px), one per photo in turn
+VAL_KERNEL_SIZES = (31, 51, 75)
+#: --set val: seed of the first photo's kernel (the next photo's is seed + 1, ...); held apart from training's
+VAL_KERNEL_SEED = 2024
 
 
 def lai_kernel(i: int) -> np.ndarray:
@@ -66,6 +75,30 @@ def lai_kernel(i: int) -> np.ndarray:
     a = files.read_image(LAI / "kernels" / f"kernel_{i:02d}.png")[0].astype(np.float64)
     a = a.mean(-1) if a.ndim == 3 else a
     return a / a.sum()
+
+
+def val_kernel(j: int) -> np.ndarray:
+    """The ``j``-th tuning kernel of ``--set val``: ``boracchi-foi`` camera shake, seed
+    :data:`VAL_KERNEL_SEED` + j, side ``VAL_KERNEL_SIZES[j % 3]``, summing to 1."""
+    from kdiff_cli import plugins
+
+    gen = plugins.get("generator", "boracchi-foi")
+    size = VAL_KERNEL_SIZES[j % len(VAL_KERNEL_SIZES)]
+    k = gen.sample(np.random.default_rng(VAL_KERNEL_SEED + j), 1, size)[0].astype(np.float64)
+    return k / k.sum()
+
+
+def photo_items(args) -> list[tuple[str, int, Path, np.ndarray]]:
+    """(photo name, kernel number, sharp photo path, kernel) of the benchmark's set: ``lai`` (every
+    photo x every ``--kernels``) or ``val`` (the validation photos, each with its own generated
+    kernel: tuning without touching the benchmarks)."""
+    if args.set == "val":
+        paths = sorted(p for p in (DATA_DIR / "val").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        chosen = select([p.stem for p in paths], args.photos)
+        return [(p.stem, j, p, val_kernel(j)) for j, p in enumerate(paths) if p.stem in chosen]
+    names = select(sorted(p.stem for p in (LAI / "sharp").glob("*.png")), args.photos)
+    kernels = {int(v): lai_kernel(int(v)) for v in args.kernels.split(",")}
+    return [(n, i, LAI / "sharp" / f"{n}.png", kernels[i]) for n in names for i in kernels]
 
 
 def blur_photo(x: np.ndarray, k: np.ndarray, noise: float, blur: str, seed: int) -> np.ndarray:
@@ -108,24 +141,22 @@ def score(x: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
 
 
 def lai_benchmark(args, model, schedule, solver) -> dict:
-    sharp_names = sorted(p.stem for p in (LAI / "sharp").glob("*.png"))
-    names = select(sharp_names, args.photos)
-    kernels = [int(v) for v in args.kernels.split(",")]
-    items = [(n, i) for n in names for i in kernels]
+    listed = photo_items(args)
+    items = [(n, i) for n, i, _, _ in listed]
+    ks = {(n, i): k for n, i, _, k in listed}
     sigma_final = max(args.noise, 0.01)
     rows: dict[str, list[dict]] = {"blurred": [], "true kernel": []}
     finals = [f for f in args.also_final.split(",") if f]
-    ks = {i: lai_kernel(i) for i in kernels}
     cache = {}
-    for n, i in items:
-        x = files.read_image(LAI / "sharp" / f"{n}.png")[0][..., :3]
-        y = blur_photo(x, ks[i], args.noise, args.blur, seed=len(cache))
+    for n, i, path, _ in listed:
+        x = files.read_image(path)[0][..., :3]
+        y = blur_photo(x, ks[n, i], args.noise, args.blur, seed=len(cache))
         cache[(n, i)] = (x, y)
         rows["blurred"].append(dict(zip(("psnr", "ssim", "ssd"), score(y, x)), mnc=float("nan"), seconds=0.0))
         # the true kernel with the solver the default's final image uses on photos, and with each --also-final
         for f, row in [(PHOTO_FINAL_SOLVER, "true kernel")] + [(f, f"true kernel, {f}") for f in finals]:
             with torch.no_grad():
-                xo = solve_tiled(cached_solver(f, None, "cpu"), files.to_tensor(y), torch.from_numpy(ks[i]).float()[None, None], sigma_final)
+                xo = solve_tiled(cached_solver(f, None, "cpu"), files.to_tensor(y), torch.from_numpy(ks[n, i]).float()[None, None], sigma_final)
             rows.setdefault(row, []).append(
                 dict(zip(("psnr", "ssim", "ssd"), score(files.to_numpy(xo.clamp(0, 1)), x)), mnc=1.0, seconds=0.0))
     configs = args.configs.split(",")
@@ -151,7 +182,7 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
                 # --also-final: the same estimate finished by another solver (not in the seconds)
                 finished = {f: final_image(files.to_tensor(y), res.estimate, res.sigma, solver,
                                            dataclasses.replace(settings, final_solver=f)) for f in extra}
-                common = dict(mnc=metrics.mnc(ke, ks[i]), seconds=seconds, photo=n, kernel=i, **info)
+                common = dict(mnc=metrics.mnc(ke, ks[n, i]), seconds=seconds, photo=n, kernel=i, **info)
                 for f, xf in finished.items():
                     extra[f].append(dict(zip(("psnr", "ssim", "ssd"), score(files.to_numpy(xf), x)), **common))
                 p, s, ssd = score(files.to_numpy(xe), x)
@@ -223,7 +254,9 @@ def real_figures(args, model, schedule, solver) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--photos", default="all", help="lai-uniform photos: all, N (the first N by name) or name,name")
+    ap.add_argument("--set", choices=("lai", "val"), default="lai", help="lai: lai-uniform x its recorded kernels (the "
+                    "benchmark); val: the validation photos, each blurred by its own generated 31-75 px kernel (for tuning)")
+    ap.add_argument("--photos", default="all", help="photos of the set: all, N (the first N by name) or name,name")
     ap.add_argument("--kernels", default="1,2,3,4")
     ap.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std added to the blurred photos (e.g. 0.01)")
     ap.add_argument("--blur", choices=("encoded", "linear"), default="encoded")

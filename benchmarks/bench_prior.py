@@ -65,18 +65,19 @@ def lai_kernels(folder: Path, canvas: int = 64, fit: int = 60) -> list[np.ndarra
 
 
 def unguided_mnc(model, schedule, ys: list[torch.Tensor], ks: list[np.ndarray], seed: int, batch: int = 10,
-                 sampler: str = "unguided"):
+                 sampler: str = "unguided", **options):
     """Per item: (MNC, MNC of the better of k and k rotated 180 degrees), and seconds per sample.
 
     ``sampler``: ``unguided`` (DDIM from noise) or ``lookup`` (DDIM from the kernel bank's nearest
-    kernel, noised to the sampler's default strength), both without guidance."""
+    kernel, noised to the sampler's default strength), both without guidance; ``options`` go to the
+    sampler (``rank="cue"``: the lookup's candidates in the cue's order)."""
     plugin = plugins.get("sampler", sampler)
     g = torch.Generator().manual_seed(seed)
     scores, t0 = [], time.perf_counter()
     for i in range(0, len(ys), batch):
         y = torch.cat(ys[i : i + batch])
         with torch.no_grad():
-            k_hat = plugin.sample(model, schedule, y, steps=25, guidance=None, generator=g).k
+            k_hat = plugin.sample(model, schedule, y, steps=25, guidance=None, generator=g, **options).k
         scores += [_both(kh, kt) for kh, kt in zip(k_hat[:, 0].double().numpy(), ks[i : i + batch])]
     return scores, (time.perf_counter() - t0) / max(len(ys), 1)
 
@@ -130,11 +131,14 @@ def main(argv=None) -> int:
     for w in args.weights.split(","):
         model, schedule = load_kernel_model(w, torch.device("cpu"))
         cond = getattr(model, "condition", "image")
-        for sampler in ("unguided", "lookup") if cond == "autocorr" else ("unguided",):
-            s, sec = unguided_mnc(model, schedule, ys, ks, args.seed, sampler=sampler)
-            s_lai, _ = unguided_mnc(model, schedule, lai_ys, lai_ks, args.seed, sampler=sampler) if lai_ks else ([], 0.0)
-            results[f"{w}/{sampler}"] = {"val": s, "lai": s_lai, "seconds_per_sample": sec, "condition": cond}
-            label = "from noise" if sampler == "unguided" else "from the bank's nearest kernel (lookup)"
+        labels = {"unguided": "from noise", "lookup-cue": "from the bank's nearest kernel (lookup, cue order)",
+                  "lookup": "from the bank kernel the prior ranks first of the nearest 8 (lookup)"}
+        for name in ("unguided", "lookup-cue", "lookup") if cond == "autocorr" else ("unguided",):
+            sampler, options = ("lookup", {"rank": "cue"}) if name == "lookup-cue" else (name, {})
+            s, sec = unguided_mnc(model, schedule, ys, ks, args.seed, sampler=sampler, **options)
+            s_lai, _ = unguided_mnc(model, schedule, lai_ys, lai_ks, args.seed, sampler=sampler, **options) if lai_ks else ([], 0.0)
+            results[f"{w}/{name}"] = {"val": s, "lai": s_lai, "seconds_per_sample": sec, "condition": cond}
+            label = labels[name]
             rows.append([f"{w} ({cond}) unguided, {label}", len(s), f"{statistics.fmean(a for a, _ in s):.3f}",
                          f"{statistics.fmean(b for _, b in s):.3f}",
                          f"{statistics.fmean(a for a, _ in s_lai):.3f}" if s_lai else "-", f"{sec:.2f}"])

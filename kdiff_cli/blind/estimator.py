@@ -68,7 +68,8 @@ def estimate_kernel(
     """Estimate one kernel for the image ``y`` (1, C, H, W) in [0, 1]."""
     settings.validate()
     S = model.kernel_size
-    where = scale.plan(y, S, settings.kernel_size, settings.downscale, callback, settings.roi)
+    where = scale.plan(y, S, settings.kernel_size, settings.downscale, callback, settings.roi,
+                       scales=settings.coarse_scales, solver=solver, sigma=settings.sigma)
     if where.how == "crop":  # the first release's path: full resolution, then 2x if the blur outgrows the canvas
         for factor in (1, 2):
             est = _estimate_at(y, model, schedule, solver, settings, factor, callback)

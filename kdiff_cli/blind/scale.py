@@ -11,7 +11,11 @@ scale where the blur fits that canvas, and the kernel is brought back to full re
 * **photo scale** -- larger images: a coarse pass, the classical alternating estimator on the image
   downscaled so that its short side is about ``COARSE_SIDE`` px, with a ``COARSE_CANVAS`` kernel
   (so it covers blur up to ~12% of the short side: 90 px on a 1 MP photo, 360 px on a 12 MP one;
-  an image that needs no downscaling gets the prior's canvas, 64 px).
+  an image that needs no downscaling gets the prior's canvas, 64 px). With ``coarse_scales`` = 2
+  (the default) the pass also runs at twice that factor, where a long blur is half as long and its
+  edges twice as contrasted: the estimate whose deconvolution of the coarse window is sparsest
+  (:func:`kdiff_cli.maths.choice.sparsity_scores`, the MAP_k score) is kept. Measured on 16 val
+  photos with generated 31-75 px kernels (tuning set) and on lai-uniform (docs/deblur.md).
   The extent ``E`` of that kernel (full-resolution px, the side of the box holding the pixels above
   ``EXTENT_FRACTION`` of the peak) sets the estimation scale ``f = ceil(E / FIT)`` (capped at the
   coarse factor) where the blur fills at most ``FIT`` px of the canvas; the coarse kernel, brought
@@ -51,6 +55,8 @@ COARSE_WINDOW = 384
 FIT = 48
 #: kernel pixels above this fraction of the peak count towards the extent
 EXTENT_FRACTION = 0.05
+#: a coarser pass runs only while the image's short side stays at least this (px at that scale)
+MIN_COARSE_SIDE = 160
 
 
 @dataclass
@@ -64,10 +70,12 @@ class ScalePlan:
     extent: int | None = None  # full-resolution extent of the coarse kernel (px)
     coarse_k: torch.Tensor | None = None  # (1, 1, s, s) the coarse kernel at the coarse scale
     streaks: int | None = None  # light streaks that agreed on the coarse kernel (None: it came from the alternating pass)
+    coarse_scores: dict[int, float] | None = None  # coarse factor -> sparsity score of its estimate (several scales)
 
     def report(self) -> dict:
         return {"factor": self.factor, "kernel_size": self.kernel_size, "how": self.how,
-                "coarse_factor": self.coarse_factor, "extent": self.extent, "streaks": self.streaks}
+                "coarse_factor": self.coarse_factor, "extent": self.extent, "streaks": self.streaks,
+                "coarse_scores": self.coarse_scores}
 
 
 def coarse_factor(H: int, W: int) -> int:
@@ -102,7 +110,7 @@ def to_scale(k: torch.Tensor, from_factor: int, to_factor: int, canvas: int) -> 
     return ops.center_kernel(ops.normalize_kernel(ops.resize_kernel_canvas(k, canvas))).to(torch.float32)
 
 
-def coarse_pass(ys: torch.Tensor, side: int, callback=None, roi=None) -> torch.Tensor:
+def coarse_pass(ys: torch.Tensor, side: int, callback=None, roi=None, stage: str = "coarse pass") -> torch.Tensor:
     """The classical alternating estimate with a ``side`` px kernel on the downscaled image ``ys``:
     on its strongest-edge window, or on ``roi`` (x, y, w, h in ``ys``'s pixels: ``--roi``)."""
     from kdiff_cli.maths import alternating
@@ -113,14 +121,51 @@ def coarse_pass(ys: torch.Tensor, side: int, callback=None, roi=None) -> torch.T
 
     def on_round(i, info):
         if callback:
-            callback("coarse pass", i, info["total"], {"residual": info["residual"]})
+            callback(stage, i, info["total"], {"residual": info["residual"]})
 
     return alternating.estimate_kernel(win, settings, on_round).k.to(torch.float32)
 
 
-def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, callback=None, roi=None) -> ScalePlan:
+def coarse_factors(H: int, W: int, scales: int) -> list[int]:
+    """The coarse passes' downscale factors: :func:`coarse_factor`, then doubled ``scales - 1`` times
+    while the short side stays at least :data:`MIN_COARSE_SIDE` px."""
+    f0 = coarse_factor(H, W)
+    out = [f0]
+    while len(out) < scales and min(H, W) // (2 * out[-1]) >= MIN_COARSE_SIDE:
+        out.append(2 * out[-1])
+    return out
+
+
+def choose_coarse(y: torch.Tensor, found: dict[int, torch.Tensor], solver, sigma, roi=None) -> tuple[int, dict[int, float]]:
+    """The factor whose coarse kernel deconvolves the finest coarse window most sparsely, and every score.
+
+    ``found``: coarse factor -> kernel at that scale. All are scored at the finest factor (the
+    coarser ones upsampled to it, as the estimate will be) on its strongest-edge window (``roi``:
+    full-resolution x, y, w, h), with one noise level. (Scoring at the coarsest factor instead,
+    with the finer kernels area-downsampled, chose wrongly on synthetic block images.)
+    """
+    from kdiff_cli.maths import choice
+    from kdiff_cli.maths.noise import noise_level
+
+    f0 = min(found)
+    ys = window.downscale(y, f0)
+    x0, y0, w, h = tuple(v // f0 for v in roi) if roi is not None else window.select_window(ys, COARSE_WINDOW)
+    win = ys[..., y0 : y0 + h, x0 : x0 + w]
+    side = odd_side(max(kernel_extent(k) * f // f0 for f, k in found.items()))
+    factors = sorted(found)
+    kernels = [to_scale(found[f], f, f0, side).to(win.dtype) for f in factors]
+    with torch.no_grad():
+        scores = choice.sparsity_scores(solver, win, kernels, noise_level(sigma, win)).tolist()
+    best = factors[min(range(len(factors)), key=scores.__getitem__)]
+    return best, {f: round(float(v), 4) for f, v in zip(factors, scores)}
+
+
+def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, callback=None, roi=None,
+         scales: int = 1, solver=None, sigma=None) -> ScalePlan:
     """Decide the estimation scale and the kernel size for ``y`` (1, C, H, W) and a ``canvas`` prior
-    (``roi``: the coarse pass's window, full-resolution x, y, w, h)."""
+    (``roi``: the coarse pass's window, full-resolution x, y, w, h). ``scales`` > 1: the coarse pass
+    at that many factors (:func:`coarse_factors`), the sparsest by ``solver`` kept (noise ``sigma``,
+    None: estimated)."""
     H, W = y.shape[-2:]
     if kernel_size is not None:
         if kernel_size < 3:
@@ -131,20 +176,34 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
         return ScalePlan(int(downscale), None, "given")
     if min(H, W) < CROP_SIDE:
         return ScalePlan(1, None, "crop")
-    f0 = coarse_factor(H, W)
-    if roi is not None:  # checked at full resolution, used at the coarse scale
-        roi = tuple(v // f0 for v in window.check_roi(roi, H, W))
+    if scales < 1:
+        raise KdiffError(f"--coarse-scales must be >= 1, got {scales}")
+    factors = coarse_factors(H, W, scales)
+    f0 = factors[0]
+    full_roi = window.check_roi(roi, H, W) if roi is not None else None  # checked at full resolution
     side = canvas if f0 == 1 else COARSE_CANVAS  # 64 px when no downscaling is needed
     ys = window.downscale(y, f0)
     found = streaks.streak_kernel(ys, side)
+    scores = None
     if found is not None:  # several isolated lights drew the same shape: that is the kernel
         k0, count = found.k, found.count
     else:
-        k0, count = coarse_pass(ys, side, callback, roi), None
+        count, passes = None, {}
+        for f in factors:  # used at each coarse scale
+            f_roi = tuple(v // f for v in full_roi) if full_roi is not None else None
+            passes[f] = coarse_pass(window.downscale(y, f), canvas if f == 1 else COARSE_CANVAS, callback, f_roi,
+                                    "coarse pass" if f == f0 else f"coarse pass x{f}")
+        if len(passes) > 1:
+            if solver is None:
+                from kdiff_cli.solvers import cached_solver
+
+                solver = cached_solver("wiener", None, str(y.device))
+            f0, scores = choose_coarse(y, passes, solver, sigma, full_roi)
+        k0 = passes[f0]
     extent = kernel_extent(k0) * f0
     factor = min(f0, max(1, math.ceil(extent / FIT)))
-    return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0, count)
+    return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0, count, scores)
 
 
-__all__ = ["ScalePlan", "plan", "coarse_factor", "coarse_pass", "kernel_extent", "odd_side", "to_scale",
+__all__ = ["ScalePlan", "plan", "coarse_factor", "coarse_factors", "choose_coarse", "coarse_pass", "kernel_extent", "odd_side", "to_scale",
            "COARSE_SIDE", "COARSE_CANVAS", "FIT"]

@@ -40,6 +40,7 @@ class BlindSettings:
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
     downscale: str = "auto"  # "auto" (kdiff_cli.blind.scale) or an integer: estimate on the image downscaled by this factor
     kernel_size: int | None = None  # side of the full-resolution kernel (None: auto, from the coarse pass on photos)
+    coarse_scales: int = 2  # photo scale: coarse passes at this many factors (f0, 2 f0, ...), the sparsest kept
     sigma: float | None = None  # noise std of y (None: estimated)
     final_sigma_floor: float = 0.03  # without a second candidate: the final x = F(y, k) regularises as if sigma >= this
     kernel_uncertainty: float | None = 0.006  # u: with the classical candidate, sigma_final^2 = sigma^2 + u (1 - agreement); None: the floor
@@ -52,7 +53,7 @@ class BlindSettings:
     _NUMBERS = {"steps": (0, True), "samples": (0, False), "refine_steps": (0, True), "guidance_scale": (0.0, False),
                 "discrepancy": (0.0, True), "window": (0, False), "sigma": (0.0, True), "final_sigma_floor": (0.0, False),
                 "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, False),
-                "kernel_size": (0, True)}
+                "kernel_size": (0, True), "coarse_scales": (0, False)}
 
     def __post_init__(self) -> None:
         # `kdiff eval --method kernel-diff:downscale=2` parses the value as a number
@@ -94,6 +95,8 @@ class BlindSettings:
             raise KdiffError(f"--final-sigma-floor must be >= 0, got {self.final_sigma_floor}")
         if self.kernel_uncertainty is not None and not self.kernel_uncertainty >= 0:
             raise KdiffError(f"--kernel-uncertainty must be >= 0, got {self.kernel_uncertainty}")
+        if self.coarse_scales < 1:
+            raise KdiffError(f"--coarse-scales must be >= 1, got {self.coarse_scales}")
         if self.window < 32:
             raise KdiffError(f"--window must be >= 32, got {self.window}")
         if self.steps is not None and self.steps < 1:  # 0 used to fall back to the sampler's default silently

@@ -67,6 +67,7 @@ def test_bad_file_skipped_exit_1(run, tiny_weights, photos):
         (["--refine-steps", "-1"], "--refine-steps must be >= 0"),
         (["--kernel-uncertainty", "-0.1"], "--kernel-uncertainty must be >= 0"),
         (["--final-solver", "nosuch"], "unknown solver 'nosuch'"),
+        (["--coarse-scales", "0"], "--coarse-scales must be >= 1, got 0"),
         (["--final-solver", "hqs", "--method", "alternating"], "--final-solver applies to --method kernel-diff and unguided"),
     ],
 )

@@ -36,7 +36,8 @@ def test_photo_scale_plan_and_kernel(tiny_weights):
 def test_given_kernel_size_is_honoured(tiny_weights):
     y = _photo()
     _, k, info = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1, kernel_size=21)
-    assert k.shape[-1] == 21 and info["plan"] == {"factor": 2, "kernel_size": 21, "how": "given", "coarse_factor": None, "extent": None, "streaks": None}
+    assert k.shape[-1] == 21 and info["plan"] == {"factor": 2, "kernel_size": 21, "how": "given", "coarse_factor": None, "extent": None, "streaks": None,
+                                                             "coarse_scores": None}
 
 
 def test_fallback_keeps_the_input_when_no_kernel_sharpens_it(tiny_weights):

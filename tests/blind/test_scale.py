@@ -44,17 +44,39 @@ def test_plan_crop_given_and_coarse():
     p = scale.plan(y, 16, None, "auto")
     assert p.how == "coarse" and p.coarse_factor == 1 and p.factor == 1
     assert 7 <= p.extent <= 11 and p.kernel_size == scale.odd_side(p.extent)
-    assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent", "streaks"} and p.streaks is None
+    assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent", "streaks", "coarse_scores"}
+    assert p.streaks is None and p.coarse_scores is None  # one scale: nothing to choose
+    two = scale.plan(y, 16, None, "auto", scales=2)  # 320 px: a second pass at 160 px
+    assert sorted(two.coarse_scores) == [1, 2] and two.coarse_factor in (1, 2)
+    assert two.coarse_scores[two.coarse_factor] == min(two.coarse_scores.values())
+    assert 7 <= two.extent <= 12
+    with pytest.raises(KdiffError, match="--coarse-scales"):
+        scale.plan(y, 16, None, "auto", scales=0)
 
 
-def test_roi_sets_the_coarse_window():
+def test_coarse_factors_double_while_the_image_is_large_enough():
+    assert scale.coarse_factors(680, 1024, 1) == [2]
+    assert scale.coarse_factors(680, 1024, 2) == [2, 4]
+    assert scale.coarse_factors(680, 1024, 3) == [2, 4]  # 680 // 8 = 85 px is below MIN_COARSE_SIDE
+    assert scale.coarse_factors(3000, 4000, 3) == [8, 16]
+    assert scale.coarse_factors(320, 480, 2) == [1, 2] and scale.coarse_factors(300, 480, 2) == [1]
+
+
+def test_choose_coarse_scores_every_scale_and_keeps_the_sparsest():
+    from kdiff_cli.solvers import load_solver
+
     g = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.interpolate(torch.rand(1, 1, 40, 40, generator=g), size=(320, 320), mode="nearest")
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 24, 24, generator=g), scale_factor=8, mode="nearest")
     k = torch.zeros(1, 1, 9, 9)
-    k[0, 0, :, 4] = 1 / 9  # vertical blur
-    y = ops.conv2d(x.expand(1, 3, -1, -1).contiguous(), k)
-    y[..., :, 160:] = y[..., :, 160:].mean()  # the right half is flat: only the left half carries the blur
-    p = scale.plan(y, 16, None, "auto", roi=(0, 0, 160, 320))
-    assert 7 <= p.extent <= 11
-    with pytest.raises(KdiffError, match="--roi"):
-        scale.plan(y, 16, None, "auto", roi=(300, 0, 160, 320))
+    k[0, 0, 4, :] = 1 / 9  # the true blur: a 9 px horizontal line
+    y = ops.conv2d(x, k)
+    dot, vertical = torch.zeros(1, 1, 9, 9), torch.zeros(1, 1, 9, 9)
+    dot[0, 0, 4, 4] = 1.0
+    vertical[0, 0, :, 4] = 1 / 9
+    wiener = load_solver("wiener")
+    for wrong in (dot, vertical):  # the true kernel at full resolution beats a wrong one at half
+        best, scores = scale.choose_coarse(y, {1: k, 2: wrong}, wiener, 0.0)
+        assert best == 1 and sorted(scores) == [1, 2] and scores[1] < 0.9 * scores[2]
+    # the kept factor is the one with the lowest score
+    best, scores = scale.choose_coarse(y, {1: k, 2: k}, wiener, 0.0)
+    assert best == min(scores, key=scores.get)

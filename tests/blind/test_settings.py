@@ -26,6 +26,8 @@ def test_settings_and_roi_validation():
         BlindSettings(steps=0).validate()
     with pytest.raises(KdiffError, match="--tile must be >= 1, got 0"):
         BlindSettings(tile=0).validate()
+    with pytest.raises(KdiffError, match="--coarse-scales must be >= 1, got 0"):
+        BlindSettings(coarse_scales=0).validate()
     assert BlindSettings(steps=7).effective_steps() == 7 and BlindSettings().effective_steps() == 25
     # options of `kdiff eval --method kernel-diff:...` arrive untyped: one-line errors, not TypeErrors
     for field, value, message in [("kernel_uncertainty", "abc", "kernel-uncertainty must be a number"),

@@ -101,7 +101,7 @@ def test_lookup_sampler_is_seeded_and_a_small_strength_keeps_the_bank_kernel():
     sampler = plugins.get("sampler", "lookup")
     bank, model = _bank(), _tiny_model()
     y = _blurred(bank.kernels[7][None, None])
-    start = lookup.candidates(y, S, bank)[0, 0].double().numpy()
+    start = lookup.candidates(y, S, bank, model, NoiseSchedule())[0, 0].double().numpy()  # the default rank="prior"
 
     def run(strength, seed=0, steps=4):
         with torch.no_grad():
@@ -119,6 +119,25 @@ def test_lookup_sampler_is_seeded_and_a_small_strength_keeps_the_bank_kernel():
     assert len(ts) == 5 and ts[0] <= round(0.3 * (sched.T - 1)) and ts[-1] == 0
     with pytest.raises(KdiffError, match="strength"):
         run(0.0)
+    with pytest.raises(KdiffError, match="rank"):
+        sampler.sample(model, NoiseSchedule(), y, steps=2, bank=bank, rank="best")
+
+
+def test_prior_rank_is_seeded_equivariant_and_orders_the_candidates():
+    bank, model = _bank(), _tiny_model()
+    y = _blurred(bank.kernels[7][None, None])
+    pool = bank.search(cues.gradient_autocorrelation(y, S), top=lookup.RANK_POOL).k[0][:, None]
+    loss = lookup.prior_rank(model, NoiseSchedule(), y, pool)
+    assert loss.shape == (lookup.RANK_POOL,) and bool((loss > 0).all())
+    assert torch.equal(loss, lookup.prior_rank(model, NoiseSchedule(), y, pool))  # seeded
+    perm = torch.tensor([3, 1, 7, 0, 2, 6, 4, 5])
+    assert torch.allclose(lookup.prior_rank(model, NoiseSchedule(), y, pool[perm]), loss[perm], atol=1e-5)
+    assert not torch.equal(loss, lookup.prior_rank(model, NoiseSchedule(), y, pool, seed=1))
+    # the first start is the pool's lowest loss, the second its rotation, the third the second lowest
+    c = lookup.candidates(torch.cat([y, y, y]), S, bank, model, NoiseSchedule())[:, 0]
+    order = torch.argsort(loss, stable=True)
+    assert torch.equal(c[0], pool[order[0], 0]) and torch.equal(c[1], lookup.rot180(pool[order[0], 0]))
+    assert torch.equal(c[2], pool[order[1], 0])
 
 
 def test_the_default_bank_is_cached_and_reloads_identically(tmp_path, monkeypatch):
