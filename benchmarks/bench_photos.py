@@ -46,6 +46,7 @@ from kdiff_cli import files, progress  # noqa: E402
 from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, PHOTO_FINAL_SOLVER, BlindSettings, deblur_image, final_image, load_kernel_model  # noqa: E402
 from kdiff_cli.maths import alternating, camera, metrics, ops  # noqa: E402
 from kdiff_cli.maths.deconv import solve_tiled  # noqa: E402
+from kdiff_cli.blind.final import solver_tile  # noqa: E402
 from kdiff_cli.solvers import cached_solver, load_solver  # noqa: E402
 from common import DATA_DIR  # noqa: E402
 
@@ -156,10 +157,11 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
         # the true kernel with the solver the default's final image uses on photos, and with each --also-final
         for f, row in [(PHOTO_FINAL_SOLVER, "true kernel")] + [(f, f"true kernel, {f}") for f in finals]:
             with torch.no_grad():
-                xo = solve_tiled(cached_solver(f, None, "cpu"), files.to_tensor(y), torch.from_numpy(ks[n, i]).float()[None, None], sigma_final)
+                xo = solve_tiled(cached_solver(f, None, "cpu"), files.to_tensor(y), torch.from_numpy(ks[n, i]).float()[None, None],
+                                 sigma_final, tile=solver_tile(f)[0])  # tiled as kdiff deblur's final step
             rows.setdefault(row, []).append(
                 dict(zip(("psnr", "ssim", "ssd"), score(files.to_numpy(xo.clamp(0, 1)), x)), mnc=1.0, seconds=0.0))
-    configs = args.configs.split(",")
+    configs = [c for c in args.configs.split(",") if c]
     if args.alternating:
         configs.append("alternating")
     for name in configs:

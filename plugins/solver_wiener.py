@@ -26,6 +26,10 @@ class WienerSolver(nn.Module):
     name = "wiener"
     description = "closed-form FFT Wiener/Tikhonov deconvolution, gradient prior, boundary-aware (no weights)"
     default_weights = None
+    #: default tile side of the final deconvolution (``--tile``): FFT solver: a 4 MP piece at ~130 bytes per pixel and channel
+    tile = 2048
+    #: memory per pixel and channel of a tile (a bound for the memory check)
+    tile_bytes_per_pixel = 256
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ import torch
 
 from kdiff_cli import files, limits, plugins
 from kdiff_cli.apps.deblur_report import report_entry, write_kernel, write_report
-from kdiff_cli.blind.final import deconvolve, memory_estimate
+from kdiff_cli.blind.final import deconvolve, memory_estimate, solver_tile
 from kdiff_cli.blind.result import MethodResult
 from kdiff_cli.errors import KdiffError, KdiffWarning
 from kdiff_cli.items import read_kernel
@@ -140,13 +140,13 @@ class KnownKernel:
     k: torch.Tensor  # (1, 1, h, w) nonnegative, sum 1
     solver: torch.nn.Module  # F
     sigma: float | None = None  # noise std passed to F (None: estimated from each image)
-    tile: int = 512  # tile side of the deconvolution
+    tile: int | None = None  # tile side of the deconvolution (None: the solver's)
     device: torch.device = torch.device("cpu")
     estimates: ClassVar[bool] = False  # the kernel is an input: no kernel files, no report
 
     @classmethod
     def load(cls, kernel: str | os.PathLike, solver: str = "wiener", *, sigma: float | None = None,
-             solver_weights: str | os.PathLike | None = None, tile: int = 512, device: str = "auto",
+             solver_weights: str | os.PathLike | None = None, tile: int | None = None, device: str = "auto",
              center: str = "ndimage") -> "KnownKernel":
         """Check the options, read the kernel and load the solver (errors before any image is read).
 
@@ -159,10 +159,10 @@ class KnownKernel:
 
         if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
             raise KdiffError(f"--sigma must be a finite number >= 0, got {sigma}")
-        if tile < 16:
+        if tile is not None and tile < 16:
             raise KdiffError(f"--tile must be at least 16 pixels, got {tile}")
         k = from_center_convention(load_kernel(kernel), center)
-        if tile < 2 * max(k.shape[-2:]) + 1:
+        if tile is not None and tile < 2 * max(k.shape[-2:]) + 1:
             raise KdiffError(f"--tile must be at least 2 x the kernel size + 1 = {2 * max(k.shape[-2:]) + 1} pixels, got {tile}")
         dev = resolve_device(device)
         return cls(k, load_solver(solver, solver_weights, dev), sigma, tile, dev)
@@ -266,7 +266,7 @@ def deblur_files(
     if kernel is not None:
         source: KnownKernel | EstimatedKernel = KnownKernel.load(
             kernel, options.get("solver", "wiener"), sigma=options.get("sigma"),
-            solver_weights=options.get("solver_weights"), tile=options.get("tile", 512), device=device,
+            solver_weights=options.get("solver_weights"), tile=options.get("tile"), device=device,
             center=kernel_center,
         )
     else:
@@ -274,6 +274,18 @@ def deblur_files(
     source.prepare()
     tile = source.tile if isinstance(source, KnownKernel) else source.options.get("tile")
     report = DeblurReport()
+
+    def tiling(y: torch.Tensor) -> tuple[int, int]:
+        """(tile side, bytes per pixel and channel) of the final deconvolution of ``y``, for the memory check."""
+        if isinstance(source, KnownKernel):
+            return solver_tile(source.solver, tile)
+        name = source.options.get("final_solver") or "auto"
+        if name == "auto":  # kdiff_cli.blind.estimator.final_solver: hqs on photos, --solver on small crops
+            from kdiff_cli.blind.estimator import PHOTO_FINAL_SOLVER
+            from kdiff_cli.blind.scale import CROP_SIDE
+
+            name = PHOTO_FINAL_SOLVER if min(y.shape[-2:]) >= CROP_SIDE else source.options.get("solver", "wiener")
+        return solver_tile(name, tile)
 
     def callback(*args):  # methods report (stage, i, n, info) or (step, info)
         if on_progress is None:
@@ -294,10 +306,10 @@ def deblur_files(
                 warnings.simplefilter("always", KdiffWarning)  # each input's notes, even when repeated
                 a, info = files.read_image(p)
                 y = files.to_tensor(a).to(source.device)
-                if tile is not None:
-                    H, W = y.shape[-2:]
-                    limits.check_memory(memory_estimate(tuple(y.shape), tile), f"{p} ({W}x{H}) in tiles of {tile}",
-                                        "lower --tile")
+                H, W = y.shape[-2:]
+                side, per_pixel = tiling(y)
+                limits.check_memory(memory_estimate(tuple(y.shape), side, per_pixel), f"{p} ({W}x{H}) in tiles of {side}",
+                                    "lower --tile")
                 start = time.perf_counter()
                 result = source(p, y, callback)
                 seconds = time.perf_counter() - start
@@ -366,7 +378,7 @@ def deblur_nonblind(
     sigma: float | None = None,
     weights: str | os.PathLike | None = None,
     device: str = "auto",
-    tile: int = 512,
+    tile: int | None = None,
     callback: Callable[[Path, Path | None, str | None], None] | None = None,
     overwrite: bool = True,
 ) -> DeblurReport:

@@ -17,12 +17,27 @@ from kdiff_cli.maths.deconv import solve_tiled
 #: y, x and the blending sums (float32)
 TILE_BYTES_PER_PIXEL = 1024
 IMAGE_BYTES_PER_PIXEL = 16
+#: tile side of solvers that do not declare theirs (the learned ones: their feature maps are large)
+DEFAULT_TILE = 512
 
 
-def memory_estimate(shape: tuple[int, ...], tile: int) -> int:
+def solver_tile(solver, tile: int | None = None) -> tuple[int, int]:
+    """(tile side, bytes per pixel and channel of a tile) for ``solver`` (a module, its class or a
+    registered name): ``tile`` when given, else the solver's ``tile`` attribute (2048 for the FFT
+    solvers ``wiener`` and ``hqs``, so that a photo of up to 4 MP is solved in one piece) or
+    :data:`DEFAULT_TILE`."""
+    if isinstance(solver, str):
+        from kdiff_cli import plugins
+
+        solver = plugins.get("solver", solver)
+    return (tile or getattr(solver, "tile", DEFAULT_TILE),
+            getattr(solver, "tile_bytes_per_pixel", TILE_BYTES_PER_PIXEL))
+
+
+def memory_estimate(shape: tuple[int, ...], tile: int, tile_bytes_per_pixel: int = TILE_BYTES_PER_PIXEL) -> int:
     """Bytes :func:`deconvolve` needs at least for an image of ``shape`` (..., C, H, W) in tiles of ``tile``."""
     C, H, W = shape[-3:]
-    return C * (TILE_BYTES_PER_PIXEL * min(tile, H) * min(tile, W) + IMAGE_BYTES_PER_PIXEL * H * W)
+    return C * (tile_bytes_per_pixel * min(tile, H) * min(tile, W) + IMAGE_BYTES_PER_PIXEL * H * W)
 
 
 #: photo scale (kdiff_cli.blind.scale): the final deconvolution regularises as if sigma were at least this
@@ -53,15 +68,17 @@ def final_sigma(sigma: torch.Tensor, agreement: float | None, settings: BlindSet
     return (sigma.square() + settings.kernel_uncertainty * (1.0 - float(agreement))).sqrt()
 
 
-def deconvolve(solver: torch.nn.Module, y: torch.Tensor, k: torch.Tensor, sigma=None, tile: int = 512) -> torch.Tensor:
+def deconvolve(solver: torch.nn.Module, y: torch.Tensor, k: torch.Tensor, sigma=None, tile: int | None = None) -> torch.Tensor:
     """``x = F(y, k)`` for ``y`` (1, C, H, W), clipped to [0, 1].
 
     ``sigma``: noise std (None: estimated from ``y``; a float or a (1,) tensor). Tiles of
-    ``tile`` pixels (at least twice the kernel plus one) overlap by the kernel size.
+    ``tile`` pixels (None: the solver's, :func:`solver_tile`; at least twice the kernel plus one),
+    each solved with a halo of twice the kernel size (:func:`kdiff_cli.maths.deconv.solve_tiled`).
     """
+    tile, _ = solver_tile(solver, tile)
     with torch.no_grad():
         x = solve_tiled(solver, y, k, sigma, tile=max(tile, 2 * max(k.shape[-2:]) + 1))
     return x.clamp(0, 1)
 
 
-__all__ = ["final_sigma", "deconvolve", "memory_estimate"]
+__all__ = ["final_sigma", "deconvolve", "memory_estimate", "solver_tile", "DEFAULT_TILE"]

@@ -46,13 +46,13 @@ class BlindSettings:
     kernel_uncertainty: float | None = 0.006  # u: with the classical candidate, sigma_final^2 = sigma^2 + u (1 - agreement); None: the floor
     linear: bool = False  # estimate and deconvolve in linear light (sRGB decoded), write back encoded
     seed: int = 0
-    tile: int = 512  # tile side of the final deconvolution
+    tile: int | None = None  # tile side of the final deconvolution (None: the final solver's, 2048 for wiener/hqs)
 
     #: numeric fields -> (a value of their type, whether None is allowed); ``kdiff eval --method
     #: kernel-diff:KEY=VALUE`` hands over parsed values, coerced here as config overrides are
     _NUMBERS = {"steps": (0, True), "samples": (0, False), "refine_steps": (0, True), "guidance_scale": (0.0, False),
                 "discrepancy": (0.0, True), "window": (0, False), "sigma": (0.0, True), "final_sigma_floor": (0.0, False),
-                "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, False),
+                "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, True),
                 "kernel_size": (0, True), "coarse_scales": (0, False)}
 
     def __post_init__(self) -> None:
@@ -101,7 +101,7 @@ class BlindSettings:
             raise KdiffError(f"--window must be >= 32, got {self.window}")
         if self.steps is not None and self.steps < 1:  # 0 used to fall back to the sampler's default silently
             raise KdiffError(f"--steps must be >= 1, got {self.steps}")
-        if self.tile < 1:
+        if self.tile is not None and self.tile < 1:
             raise KdiffError(f"--tile must be >= 1, got {self.tile} (tiles smaller than 2 x the kernel size + 1 are enlarged to that)")
 
     @property

@@ -53,9 +53,9 @@ CASES = [
      "lower data.batch, data.crop, data.bank or data.val_count"),
     # --- options checked against what the component declares, one line listing the valid keys
     ("eval-kernel-diff-nokey", ["eval", "bsd100", "-d", "{bsd}", *SMALL, "--method", "kernel-diff:nokey=3", "--out", "{d}/R"], {}, [], 2,
-     "method 'kernel-diff' takes no option 'nokey' (valid: choice, classical, device, discrepancy,"),
+     "method 'kernel-diff' takes no option 'nokey' (valid: choice, classical, coarse_scales, device, discrepancy,"),
     ("eval-unguided-nokey", ["eval", "bsd100", "-d", "{bsd}", *SMALL, "--method", "unguided:nokey=3", "--out", "{d}/R"], {}, [], 2,
-     "method 'unguided' takes no option 'nokey' (valid: choice, classical, device, discrepancy,"),
+     "method 'unguided' takes no option 'nokey' (valid: choice, classical, coarse_scales, device, discrepancy,"),
     ("eval-method-opt-nokey", ["eval", "bsd100", "-d", "{bsd}", *SMALL, "--method", "blurred,kernel-diff", "--method-opt", "nokey=3",
                                "--out", "{d}/R"], {}, [], 2,
      "--method-opt 'nokey=3': no method in --method takes option 'nokey' (valid: blurred: none; kernel-diff: choice, classical,"),

@@ -112,6 +112,18 @@ def test_solve_tiled_blends_exactly_and_matches_direct_solve(psnr, make_solver, 
     assert torch.equal(deconv.solve_tiled(wiener, y, k, 0.01, tile=128), direct)
 
 
+def test_solve_tiled_halo_brings_the_tiles_close_to_the_whole_image_solve(psnr, make_solver, curved_kernel, textured_image):
+    y = textured_image(1, 3, 96, 96)
+    k = curved_kernel(9, 9)
+    wiener = make_solver("wiener")
+    direct = wiener(y, k, 0.01)
+    bare = deconv.solve_tiled(wiener, y, k, 0.01, tile=40, overlap=8, halo=0)  # each tile's edges unknown to the solver
+    haloed = deconv.solve_tiled(wiener, y, k, 0.01, tile=40, overlap=8)  # default halo: twice the kernel size
+    assert psnr(haloed, direct) > psnr(bare, direct) + 3
+    # the identity solver still blends back exactly with a halo
+    assert torch.allclose(deconv.solve_tiled(lambda y, k, s: y, y, k, 0.0, tile=40, overlap=8), y, atol=1e-6)
+
+
 def test_prox_canvas_minimises_its_objective_and_keeps_the_tikhonov_fixed_point(curved_kernel, textured_image):
     torch.manual_seed(0)
     y = textured_image(1, 3, 24, 24, seed=13, dtype=torch.float64)
