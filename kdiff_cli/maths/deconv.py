@@ -336,11 +336,12 @@ def solve_tiled(
 ) -> torch.Tensor:
     """Deconvolve a large ``y`` (1, C, H, W) tile by tile so that memory stays bounded.
 
-    Tiles of at most ``tile x tile``, as few as that allows and all of one size, overlap by at least
-    ``overlap`` pixels (default :data:`BLEND_OVERLAP`) and are blended with raised-cosine weights.
-    Each tile is solved on itself plus a ``halo`` of the image around it (default
-    :data:`HALO_KERNELS` x the kernel size, clipped at the image's own border), which is then
-    cropped: the solver does not know what lies beyond a tile's edge, and its result is wrong
+    Each solve covers at most ``tile x tile`` pixels (so memory is bounded by the tile): a kept
+    part plus a ``halo`` of the image around it (default :data:`HALO_KERNELS` x the kernel size,
+    shrunk to fit the tile, clipped at the image's own border), which is then cropped. The kept
+    parts, as few as that allows and all of one size, overlap by at least ``overlap`` pixels
+    (default :data:`BLEND_OVERLAP`) and are blended with raised-cosine weights. The halo exists because
+    the solver does not know what lies beyond a tile's edge, and its result is wrong
     within a few kernel sizes of it (measured on lai-uniform, a 75 px kernel, tiles of 512 blended
     over the kernel size without a halo: 2.3-6 dB under the whole-image solve; docs/deblur.md).
     Each tile is solved with the same kernel. The noise level is estimated once on the whole image
@@ -359,8 +360,10 @@ def solve_tiled(
             callback(1, 1)
         return out
     overlap = BLEND_OVERLAP if overlap is None else overlap
-    halo = HALO_KERNELS * max(h, w) if halo is None else halo
     tile = max(tile, 2 * overlap + 1)
+    halo = HALO_KERNELS * max(h, w) if halo is None else halo
+    halo = max(0, min(halo, (tile - 2 * overlap - 1) // 2))  # a solve, halo included, is at most tile x tile
+    tile -= 2 * halo  # the side of the part of a tile that is kept
     step = tile - overlap
 
     def layout(n: int) -> tuple[list[int], int]:
