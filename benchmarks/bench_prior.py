@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         model, schedule = load_kernel_model(w, torch.device("cpu"))
         cond = getattr(model, "condition", "image")
         labels = {"unguided": "from noise", "lookup-cue": "from the bank's nearest kernel (lookup, cue order)",
-                  "lookup": "from the bank kernel the prior ranks first of the nearest 8 (lookup)"}
+                  "lookup": f"from the bank kernel the prior ranks first of the nearest {lookup.RANK_POOL} (lookup)"}
         for name in ("unguided", "lookup-cue", "lookup") if cond == "autocorr" else ("unguided",):
             sampler, options = ("lookup", {"rank": "cue"}) if name == "lookup-cue" else (name, {})
             s, sec = unguided_mnc(model, schedule, ys, ks, args.seed, sampler=sampler, **options)
