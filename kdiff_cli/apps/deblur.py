@@ -279,12 +279,11 @@ def deblur_files(
         """(tile side, bytes per pixel and channel) of the final deconvolution of ``y``, for the memory check."""
         if isinstance(source, KnownKernel):
             return solver_tile(source.solver, tile)
-        name = source.options.get("final_solver") or "auto"
-        if name == "auto":  # kdiff_cli.blind.estimator.final_solver: hqs on photos, --solver on small crops
-            from kdiff_cli.blind.estimator import PHOTO_FINAL_SOLVER
-            from kdiff_cli.blind.scale import CROP_SIDE
+        from kdiff_cli.blind.estimator import final_solver_name
+        from kdiff_cli.blind.scale import CROP_SIDE
 
-            name = PHOTO_FINAL_SOLVER if min(y.shape[-2:]) >= CROP_SIDE else source.options.get("solver", "wiener")
+        name = final_solver_name(source.options.get("final_solver") or "auto", source.options.get("solver", "wiener"),
+                                 photo=min(y.shape[-2:]) >= CROP_SIDE)
         return solver_tile(name, tile)
 
     def callback(*args):  # methods report (stage, i, n, info) or (step, info)

@@ -189,15 +189,21 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
 PHOTO_FINAL_SOLVER = "hqs"
 
 
+def final_solver_name(final: str, solver: str, photo: bool) -> str:
+    """The name of the final image's solver: ``final`` (``--final-solver``), or for ``auto``
+    :data:`PHOTO_FINAL_SOLVER` on a photo and ``solver`` (``--solver``) on a small crop."""
+    if final != "auto":
+        return final
+    return PHOTO_FINAL_SOLVER if photo else solver
+
+
 def final_solver(solver: torch.nn.Module, settings: BlindSettings, device: torch.device, photo: bool = False) -> torch.nn.Module:
     """The solver of the final image: ``settings.final_solver`` (a learned one with its shipped
     weights) on ``device``; ``auto``: :data:`PHOTO_FINAL_SOLVER` for a photo (short side >=
     ``scale.CROP_SIDE``), ``solver`` itself on small crops (the 256 x 256 benchmarks' path, kept
     comparable with the published BSD100 table)."""
-    name = settings.final_solver
-    if name == "auto":
-        name = PHOTO_FINAL_SOLVER if photo else None
-    if name is None or name == getattr(solver, "name", settings.solver):
+    name = final_solver_name(settings.final_solver, settings.solver, photo)
+    if name == getattr(solver, "name", settings.solver):
         return solver
     from kdiff_cli.solvers import cached_solver
 
@@ -241,6 +247,7 @@ __all__ = [
     "final_sigma",
     "final_image",
     "final_solver",
+    "final_solver_name",
     "load_kernel_model",
     "settings_dict",
 ]

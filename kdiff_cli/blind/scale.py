@@ -136,20 +136,20 @@ def coarse_factors(H: int, W: int, scales: int) -> list[int]:
     return out
 
 
-def choose_coarse(y: torch.Tensor, found: dict[int, torch.Tensor], solver, sigma, roi=None) -> tuple[int, dict[int, float]]:
+def choose_coarse(ys: torch.Tensor, found: dict[int, torch.Tensor], solver, sigma, roi=None) -> tuple[int, dict[int, float]]:
     """The factor whose coarse kernel deconvolves the finest coarse window most sparsely, and every score.
 
-    ``found``: coarse factor -> kernel at that scale. All are scored at the finest factor (the
-    coarser ones upsampled to it, as the estimate will be) on its strongest-edge window (``roi``:
-    full-resolution x, y, w, h), with one noise level. (Scoring at the coarsest factor instead,
-    with the finer kernels area-downsampled, chose wrongly on synthetic block images.)
+    ``found``: coarse factor -> kernel at that scale; ``ys``: the image downscaled by the finest
+    factor ``min(found)``. All are scored at that factor (the coarser ones upsampled to it, as the
+    estimate will be) on its strongest-edge window (``roi``: x, y, w, h in ``ys``'s pixels), with
+    one noise level. (Scoring at the coarsest factor instead, with the finer kernels
+    area-downsampled, chose wrongly on synthetic block images.)
     """
     from kdiff_cli.maths import choice
     from kdiff_cli.maths.noise import noise_level
 
     f0 = min(found)
-    ys = window.downscale(y, f0)
-    x0, y0, w, h = tuple(v // f0 for v in roi) if roi is not None else window.select_window(ys, COARSE_WINDOW)
+    x0, y0, w, h = roi if roi is not None else window.select_window(ys, COARSE_WINDOW)
     win = ys[..., y0 : y0 + h, x0 : x0 + w]
     side = odd_side(max(kernel_extent(k) * f // f0 for f, k in found.items()))
     factors = sorted(found)
@@ -181,24 +181,28 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
     factors = coarse_factors(H, W, scales)
     f0 = factors[0]
     full_roi = window.check_roi(roi, H, W) if roi is not None else None  # checked at full resolution
-    side = canvas if f0 == 1 else COARSE_CANVAS  # 64 px when no downscaling is needed
-    ys = window.downscale(y, f0)
-    found = streaks.streak_kernel(ys, side)
+    scaled = {f: window.downscale(y, f) for f in factors}
+
+    def side(f: int) -> int:  # 64 px when no downscaling is needed
+        return canvas if f == 1 else COARSE_CANVAS
+
+    def at(f: int):  # the roi at a coarse scale
+        return tuple(v // f for v in full_roi) if full_roi is not None else None
+
+    found = streaks.streak_kernel(scaled[f0], side(f0))
     scores = None
     if found is not None:  # several isolated lights drew the same shape: that is the kernel
         k0, count = found.k, found.count
     else:
-        count, passes = None, {}
-        for f in factors:  # used at each coarse scale
-            f_roi = tuple(v // f for v in full_roi) if full_roi is not None else None
-            passes[f] = coarse_pass(window.downscale(y, f), canvas if f == 1 else COARSE_CANVAS, callback, f_roi,
-                                    "coarse pass" if f == f0 else f"coarse pass x{f}")
+        count = None
+        passes = {f: coarse_pass(scaled[f], side(f), callback, at(f), "coarse pass" if f == f0 else f"coarse pass x{f}")
+                  for f in factors}
         if len(passes) > 1:
             if solver is None:
                 from kdiff_cli.solvers import cached_solver
 
                 solver = cached_solver("wiener", None, str(y.device))
-            f0, scores = choose_coarse(y, passes, solver, sigma, full_roi)
+            f0, scores = choose_coarse(scaled[f0], passes, solver, sigma, at(f0))
         k0 = passes[f0]
     extent = kernel_extent(k0) * f0
     factor = min(f0, max(1, math.ceil(extent / FIT)))

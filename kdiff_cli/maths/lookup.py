@@ -188,21 +188,16 @@ def candidates(y: torch.Tensor, size: int, bank: KernelBank | None = None, model
     """
     bank = bank or default_bank(size)
     cue = cues.gradient_autocorrelation(y, size)
-    rank = [sum(bool(torch.equal(cue[j], cue[i])) for j in range(i)) for i in range(len(cue))]
+    # each row's first copy (the image it repeats) and how many copies of it came before
+    first = [next(j for j in range(i + 1) if torch.equal(cue[j], cue[i])) for i in range(len(cue))]
+    rank = [first[:i].count(first[i]) for i in range(len(cue))]
     top = max(rank) // 2 + 1
     match = bank.search(cue, top=max(top, pool) if model is not None else top)
-    order = {}
-    for i in range(len(cue)):
-        first = next(j for j in range(i + 1) if torch.equal(cue[j], cue[i]))
-        if first not in order:
-            if model is None:
-                order[first] = torch.arange(match.k.shape[1])
-            else:
-                loss = prior_rank(model, schedule, y[first : first + 1], match.k[first][:, None])
-                order[first] = torch.argsort(loss, stable=True)
+    order = {f: torch.arange(match.k.shape[1]) if model is None else
+             torch.argsort(prior_rank(model, schedule, y[f : f + 1], match.k[f][:, None]), stable=True)
+             for f in dict.fromkeys(first)}
     out = []
-    for i, r in enumerate(rank):
-        first = next(j for j in range(i + 1) if torch.equal(cue[j], cue[i]))
-        k = match.k[first, order[first][r // 2 % len(order[first])]]
+    for f, r in zip(first, rank):
+        k = match.k[f, order[f][r // 2 % len(order[f])]]
         out.append(k if r % 2 == 0 else rot180(k))
     return torch.stack(out)[:, None].to(y.device)
