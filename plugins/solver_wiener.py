@@ -30,6 +30,8 @@ class WienerSolver(nn.Module):
     tile = 2048
     #: memory per pixel and channel of a tile (a bound for the memory check)
     tile_bytes_per_pixel = 256
+    #: boundary CG steps of :meth:`for_guidance` (measured: docs/solvers.md)
+    guidance_iters = 3
 
     def __init__(
         self,
@@ -47,6 +49,16 @@ class WienerSolver(nn.Module):
     def regularization(self, sigma: torch.Tensor) -> torch.Tensor:
         """``lambda(sigma)`` per image, shape (B,)."""
         return self.lambda_scale * sigma.square() + self.lambda_floor
+
+    def for_guidance(self) -> "WienerSolver":
+        """The solver that Stage I's reblur guidance differentiates at every reverse step: the same
+        regularisation with :attr:`guidance_iters` boundary CG steps instead of ``iters`` (the
+        guidance's forward and backward solves were ~85% of the sampling time; 25 val crops: the
+        same PSNR within 0.01 dB, docs/solvers.md). Stage II, the MAP_k scores and the final image
+        keep this solver."""
+        if self.iters <= self.guidance_iters:
+            return self
+        return WienerSolver(self.lambda_scale, self.lambda_floor, self.margin, self.guidance_iters)
 
     def forward(self, y: torch.Tensor, k: torch.Tensor, sigma=None) -> torch.Tensor:
         """Deblur ``y`` (B, C, H, W) with kernels ``k`` (B or 1, 1, h, w); output not clipped."""

@@ -19,7 +19,9 @@ their names are importable from here as well.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
@@ -29,6 +31,7 @@ from kdiff_cli.blind import scale
 from kdiff_cli.blind.final import deconvolve, final_sigma
 from kdiff_cli.blind.result import BlindResult, KernelEstimate
 from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings, settings_dict
+from kdiff_cli.device import split_threads
 from kdiff_cli.blind.window import BORDER_MASS, border_mass, check_roi, downscale, select_window, upscale_kernel
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths import camera, choice, ops
@@ -90,8 +93,6 @@ def estimate_kernel(
 
 
 def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_classical=None) -> KernelEstimate:
-    sampler = plugins.get("sampler", settings.sampler)
-    refiner = plugins.get("refiner", settings.refiner)
     ys = downscale(y, factor)
     H, W = ys.shape[-2:]
     S = model.kernel_size
@@ -104,11 +105,39 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
     else:
         x0, y0, w, h = select_window(ys, settings.window)
     win = ys[..., y0 : y0 + h, x0 : x0 + w]
+    roi = (x0 * factor, y0 * factor, w * factor, h * factor)
+    classical_stage = f"x{factor} classical" if factor > 1 else "classical"
+    if not settings.classical or k_classical is not None:
+        est = _sample_and_refine(win, model, schedule, solver, settings, factor, roi, callback)
+        if settings.classical:  # photo scale brings the coarse pass's kernel (kdiff_cli.blind.scale)
+            _weigh_classical(est, win, solver, settings, k_classical)
+        return est
+    # the classical estimate of the same window does not depend on Stage I: it runs beside it, on a
+    # thread of its own (both are chains of small single-threaded FFTs; 2 cores do them at once)
+    stop = threading.Event()  # set when Stage I fails or is interrupted: the worker stops at its next round
+    with split_threads(win.device), ThreadPoolExecutor(1, thread_name_prefix="kdiff-classical") as pool:
+        job = pool.submit(_classical_kernel, win, S, classical_stage, callback, stop)
+        try:
+            est = _sample_and_refine(win, model, schedule, solver, settings, factor, roi, callback)
+        except BaseException:
+            stop.set()
+            raise
+        k_c = job.result()
+    _weigh_classical(est, win, solver, settings, k_c)
+    return est
+
+
+def _sample_and_refine(win, model, schedule, solver, settings, factor, roi, callback) -> KernelEstimate:
+    """Stage I (guided sampling) and Stage II (the refiner) on the window ``win``; MAP_k among the samples."""
+    sampler = plugins.get("sampler", settings.sampler)
+    refiner = plugins.get("refiner", settings.refiner)
+    S = model.kernel_size
     y_batch = win.expand(settings.samples, -1, -1, -1).contiguous()
     generator = torch.Generator().manual_seed(int(settings.seed))
     guidance = None
-    if settings.guided:
-        guidance = ReblurGuidance(solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
+    if settings.guided:  # a solver plugin may offer a cheaper copy for the many guidance solves (``for_guidance``)
+        g_solver = solver.for_guidance() if hasattr(solver, "for_guidance") else solver
+        guidance = ReblurGuidance(g_solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
                                   discrepancy=settings.discrepancy)
     steps = settings.effective_steps()
     stage = f"x{factor} sampling" if factor > 1 else "sampling"
@@ -120,7 +149,8 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
 
     result = sampler.sample(model, schedule, y_batch, steps=steps, guidance=guidance, generator=generator, callback=on_step)
     k = result.k
-    g_refine = guidance or ReblurGuidance(solver, y_batch, settings.sigma, discrepancy=settings.discrepancy)
+    g_refine = ReblurGuidance(solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
+                              discrepancy=settings.discrepancy)  # Stage II and MAP_k with the solver itself
     J = settings.effective_refine_steps()
     if J > 0:
         total = refiner.total_steps(J, S, settings.samples)
@@ -134,32 +164,34 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
     best = int(torch.argmin(g_refine.penalty(ref.residual)))
     k_best = ops.center_kernel(ref.k[best : best + 1])
     refine_trace = [step[best] for step in ref.trace]
-    roi = (x0 * factor, y0 * factor, w * factor, h * factor)
-    est = KernelEstimate(k_best, residuals, best, roi, factor, result.trace, refine_trace)
-    if settings.classical:
-        _weigh_classical(est, win, solver, settings, S, f"x{factor} classical" if factor > 1 else "classical", callback,
-                         k_classical)
-    return est
+    return KernelEstimate(k_best, residuals, best, roi, factor, result.trace, refine_trace)
 
 
-def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, S: int, stage: str, callback,
-                     k_c: torch.Tensor | None = None) -> None:
-    """MAP_k over one more candidate: the classical alternating estimate of the same window.
+class _Stopped(Exception):
+    """The classical estimate was abandoned (Stage I beside it failed or was interrupted)."""
+
+
+def _classical_kernel(win: torch.Tensor, S: int, stage: str, callback, stop: threading.Event | None = None) -> torch.Tensor:
+    """The classical alternating estimate (:mod:`kdiff_cli.maths.alternating`) of the window, S x S;
+    ``stop`` set: abandoned at the next round (:class:`_Stopped`)."""
+    from kdiff_cli.maths import alternating
+
+    def on_round(i, info):
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        if callback:
+            callback(stage, i, info["total"], {"residual": info["residual"]})
+
+    return alternating.estimate_kernel(win, alternating.AlternatingSettings(kernel_size=S), on_round).k
+
+
+def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, k_c: torch.Tensor) -> None:
+    """MAP_k over one more candidate ``k_c``: the classical alternating estimate of the same window.
 
     It replaces the sample when it scores lower (``--choice``: the normalized sparsity of
     ``F(y, k)``, or the reblur penalty). The two fail on different images, so the choice gains over
     either (docs/deblur.md).
     """
-    from kdiff_cli.maths import alternating
-
-    a_settings = alternating.AlternatingSettings(kernel_size=S)
-
-    def on_round(i, info):
-        if callback:
-            callback(stage, i, info["total"], {"residual": info["residual"]})
-
-    if k_c is None:  # photo scale brings the coarse pass's kernel (kdiff_cli.blind.scale)
-        k_c = alternating.estimate_kernel(win, a_settings, on_round).k
     k_c = k_c.to(device=est.k.device, dtype=est.k.dtype)
     g = ReblurGuidance(solver, win, settings.sigma, discrepancy=settings.discrepancy)
     with torch.no_grad():  # (sample, classical) on the window

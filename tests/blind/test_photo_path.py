@@ -67,3 +67,49 @@ def test_agreeing_light_streaks_give_the_kernel(tiny_weights):
     _, k_est, info = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1)
     assert info["plan"]["streaks"] >= 3 and len(info["scores"]) == 3  # a candidate of the choice, not trusted blindly
     assert 9 <= info["plan"]["extent"] <= 13  # the streaks' 11 px path
+
+
+def test_crop_scale_classical_candidate_runs_beside_stage_one(tiny_weights):
+    """The crop path runs the classical estimate on a worker thread: the result is the sequential
+    one's (per seed), every stage still reports, and the torch thread count is restored."""
+    from kdiff_cli.blind import estimator
+    from kdiff_cli.maths import alternating
+
+    y = _photo(96)
+    model, schedule = estimator.load_kernel_model(str(tiny_weights), torch.device("cpu"))
+    solver = plugins.get("solver", "wiener")()
+    settings = estimator.BlindSettings(steps=2, refine_steps=1, seed=3, fallback=False)
+    n = torch.get_num_threads()
+    stages = []
+    est = estimator._estimate_at(y, model, schedule, solver, settings, 1, lambda st, i, total, info: stages.append(st))
+    assert torch.get_num_threads() == n and {"sampling", "refining", "classical"} <= set(stages)
+    assert est.kept in ("sample", "classical") and len(est.scores) == 2
+    # the same choice made sequentially from the classical kernel of the same window
+    x0, y0, w, h = est.roi
+    win = y[..., y0 : y0 + h, x0 : x0 + w]
+    k_c = alternating.estimate_kernel(win, alternating.AlternatingSettings(kernel_size=model.kernel_size)).k
+    again = estimator._sample_and_refine(win, model, schedule, solver, settings, 1, est.roi, None)
+    estimator._weigh_classical(again, win, solver, settings, k_c)
+    assert torch.equal(again.k, est.k) and again.scores == est.scores and again.kept == est.kept
+
+
+def test_a_failing_stage_one_stops_the_classical_worker(tiny_weights, monkeypatch):
+    """An error (or Ctrl-C) in Stage I is raised at once; the worker beside it stops at its next round."""
+    import pytest
+
+    from kdiff_cli.blind import estimator
+
+    model, schedule = estimator.load_kernel_model(str(tiny_weights), torch.device("cpu"))
+    rounds = []
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(estimator, "_sample_and_refine", boom)
+    settings = estimator.BlindSettings(steps=2, refine_steps=1, seed=3)
+    n = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt):
+        estimator._estimate_at(_photo(96), model, schedule, plugins.get("solver", "wiener")(), settings, 1,
+                               lambda st, i, total, info: rounds.append(i))
+    assert torch.get_num_threads() == n
+    assert len(rounds) < 5  # of the alternating estimate's dozens of rounds
