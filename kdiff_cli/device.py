@@ -1,9 +1,6 @@
-"""Device selection shared by every command (``auto`` -> cuda, else mps, else cpu), and CPU thread sharing."""
+"""Device selection shared by every command: ``auto`` -> cuda, else mps, else cpu."""
 
 from __future__ import annotations
-
-import contextlib
-from typing import Iterator
 
 import torch
 
@@ -28,22 +25,3 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     except RuntimeError:
         raise KdiffError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
 
-
-@contextlib.contextmanager
-def split_threads(device: torch.device, ways: int = 2) -> Iterator[int]:
-    """Share the CPU's intra-op threads between ``ways`` computations run at once on Python threads.
-
-    On the CPU the torch thread count is set to ``max(1, n // ways)`` for the block and restored
-    after it (also when the block's own code changed it meanwhile, as
-    ``kdiff_cli.maths.alternating`` does); on other devices nothing changes. Yields the count.
-    """
-    if device.type != "cpu":
-        yield torch.get_num_threads()
-        return
-    n = torch.get_num_threads()
-    share = max(1, n // ways)
-    torch.set_num_threads(share)
-    try:
-        yield share
-    finally:
-        torch.set_num_threads(n)

@@ -19,19 +19,16 @@ their names are importable from here as well.
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
 
-from kdiff_cli import plugins
+from kdiff_cli import plugins, threads
 from kdiff_cli.blind import scale
 from kdiff_cli.blind.final import deconvolve, final_sigma
 from kdiff_cli.blind.result import BlindResult, KernelEstimate
 from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings, settings_dict
-from kdiff_cli.device import split_threads
 from kdiff_cli.blind.window import BORDER_MASS, border_mass, check_roi, downscale, select_window, upscale_kernel
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths import camera, choice, ops
@@ -112,19 +109,29 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
         if settings.classical:  # photo scale brings the coarse pass's kernel (kdiff_cli.blind.scale)
             _weigh_classical(est, win, solver, settings, k_classical)
         return est
-    # the classical estimate of the same window does not depend on Stage I: it runs beside it, on a
-    # thread of its own (both are chains of small single-threaded FFTs; 2 cores do them at once)
-    stop = threading.Event()  # set when Stage I fails or is interrupted: the worker stops at its next round
-    with split_threads(win.device), ThreadPoolExecutor(1, thread_name_prefix="kdiff-classical") as pool:
-        job = pool.submit(_classical_kernel, win, S, classical_stage, callback, stop)
-        try:
-            est = _sample_and_refine(win, model, schedule, solver, settings, factor, roi, callback)
-        except BaseException:
-            stop.set()
-            raise
-        k_c = job.result()
+    # the classical estimate of the same window does not depend on Stage I: both run at once
+    # (kdiff_cli.threads: chains of small single-threaded FFTs, which 2 cores do side by side)
+
+    def stage_one(check):
+        return _sample_and_refine(win, model, schedule, solver, settings, factor, roi, _checked(callback, check))
+
+    def classical(check):
+        return _classical_kernel(win, S, classical_stage, _checked(callback, check))
+
+    est, k_c = threads.concurrently(win.device, stage_one, classical)
     _weigh_classical(est, win, solver, settings, k_c)
     return est
+
+
+def _checked(callback, check):
+    """``callback`` (may be None) that first calls ``check`` (:func:`kdiff_cli.threads.concurrently`)."""
+
+    def report(*args):
+        check()
+        if callback:
+            callback(*args)
+
+    return report
 
 
 def _sample_and_refine(win, model, schedule, solver, settings, factor, roi, callback) -> KernelEstimate:
@@ -167,18 +174,11 @@ def _sample_and_refine(win, model, schedule, solver, settings, factor, roi, call
     return KernelEstimate(k_best, residuals, best, roi, factor, result.trace, refine_trace)
 
 
-class _Stopped(Exception):
-    """The classical estimate was abandoned (Stage I beside it failed or was interrupted)."""
-
-
-def _classical_kernel(win: torch.Tensor, S: int, stage: str, callback, stop: threading.Event | None = None) -> torch.Tensor:
-    """The classical alternating estimate (:mod:`kdiff_cli.maths.alternating`) of the window, S x S;
-    ``stop`` set: abandoned at the next round (:class:`_Stopped`)."""
+def _classical_kernel(win: torch.Tensor, S: int, stage: str, callback) -> torch.Tensor:
+    """The classical alternating estimate (:mod:`kdiff_cli.maths.alternating`) of the window, S x S."""
     from kdiff_cli.maths import alternating
 
     def on_round(i, info):
-        if stop is not None and stop.is_set():
-            raise _Stopped
         if callback:
             callback(stage, i, info["total"], {"residual": info["residual"]})
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kdiff_cli import threads
 from kdiff_cli.blind import window
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths import ops, streaks
@@ -195,8 +196,18 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
         k0, count = found.k, found.count
     else:
         count = None
-        passes = {f: coarse_pass(scaled[f], side(f), callback, at(f), "coarse pass" if f == f0 else f"coarse pass x{f}")
-                  for f in factors}
+        def one_pass(f: int):  # the passes are independent: they run at once (kdiff_cli.threads)
+            def task(check):
+                def report(*args):
+                    check()
+                    if callback:
+                        callback(*args)
+
+                return coarse_pass(scaled[f], side(f), report, at(f), "coarse pass" if f == f0 else f"coarse pass x{f}")
+
+            return task
+
+        passes = dict(zip(factors, threads.concurrently(y.device, *[one_pass(f) for f in factors])))
         if len(passes) > 1:
             if solver is None:
                 from kdiff_cli.solvers import cached_solver

@@ -91,25 +91,3 @@ def test_crop_scale_classical_candidate_runs_beside_stage_one(tiny_weights):
     again = estimator._sample_and_refine(win, model, schedule, solver, settings, 1, est.roi, None)
     estimator._weigh_classical(again, win, solver, settings, k_c)
     assert torch.equal(again.k, est.k) and again.scores == est.scores and again.kept == est.kept
-
-
-def test_a_failing_stage_one_stops_the_classical_worker(tiny_weights, monkeypatch):
-    """An error (or Ctrl-C) in Stage I is raised at once; the worker beside it stops at its next round."""
-    import pytest
-
-    from kdiff_cli.blind import estimator
-
-    model, schedule = estimator.load_kernel_model(str(tiny_weights), torch.device("cpu"))
-    rounds = []
-
-    def boom(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(estimator, "_sample_and_refine", boom)
-    settings = estimator.BlindSettings(steps=2, refine_steps=1, seed=3)
-    n = torch.get_num_threads()
-    with pytest.raises(KeyboardInterrupt):
-        estimator._estimate_at(_photo(96), model, schedule, plugins.get("solver", "wiener")(), settings, 1,
-                               lambda st, i, total, info: rounds.append(i))
-    assert torch.get_num_threads() == n
-    assert len(rounds) < 5  # of the alternating estimate's dozens of rounds

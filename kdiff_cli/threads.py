@@ -1,0 +1,83 @@
+"""Independent computations at once: the CPU's torch threads shared, a failure stopping the others.
+
+Kernel estimation has pieces that do not depend on each other (the classical candidate beside
+Stage I; the coarse passes at two scales). Each is a chain of small FFTs that one core runs as fast
+as two (``kdiff_cli.maths.alternating`` pins itself to one thread), so on the 2-core CPU running
+them at once nearly halves the time. :func:`concurrently` runs the first task on the calling thread
+(grad mode and other thread-local torch state stay the caller's) and the others on worker threads;
+every task gets a ``check`` function to call between its rounds, which raises :class:`Stopped` once
+another task failed or the caller was interrupted (Ctrl-C), so nothing keeps running behind an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
+
+import torch
+
+
+class Stopped(Exception):
+    """A task abandoned because another one failed or was interrupted."""
+
+
+@contextlib.contextmanager
+def split_threads(device: torch.device, ways: int = 2) -> Iterator[int]:
+    """Share the CPU's intra-op threads between ``ways`` computations run at once.
+
+    On the CPU the torch thread count is ``max(1, n // ways)`` for the block and ``n`` again after
+    it (also when the block's own code changed it meanwhile, as ``kdiff_cli.maths.alternating``
+    does); other devices are left alone. Yields the count.
+    """
+    if device.type != "cpu":
+        yield torch.get_num_threads()
+        return
+    n = torch.get_num_threads()
+    share = max(1, n // ways)
+    torch.set_num_threads(share)
+    try:
+        yield share
+    finally:
+        torch.set_num_threads(n)
+
+
+def concurrently(device: torch.device, *tasks: Callable[[Callable[[], None]], Any]) -> list[Any]:
+    """Run ``tasks`` (each ``task(check)``) at once and return their results in order.
+
+    The first runs on the calling thread, the others on worker threads; the CPU threads are split
+    between them (:func:`split_threads`). An exception in any task (or KeyboardInterrupt) is
+    raised here after the others have stopped at their next ``check()``.
+    """
+    stop = threading.Event()
+
+    def check() -> None:
+        if stop.is_set():
+            raise Stopped
+
+    if len(tasks) == 1:
+        return [tasks[0](check)]
+    def on_done(future) -> None:  # a worker's failure stops the caller's task and the other workers
+        if future.exception() is not None:
+            stop.set()
+
+    with split_threads(device, len(tasks)), ThreadPoolExecutor(len(tasks) - 1, thread_name_prefix="kdiff") as pool:
+        futures = [pool.submit(task, check) for task in tasks[1:]]
+        for future in futures:
+            future.add_done_callback(on_done)
+        try:
+            first = tasks[0](check)
+            return [first] + [f.result() for f in futures]
+        except Stopped:
+            for f in futures:  # the worker's own error, not the Stopped it caused here
+                error = f.exception() if f.done() else None
+                if error is not None and not isinstance(error, Stopped):
+                    raise error from None
+            raise
+        except BaseException:
+            stop.set()
+            raise
+
+
+__all__ = ["Stopped", "split_threads", "concurrently"]
