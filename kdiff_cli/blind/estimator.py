@@ -29,7 +29,7 @@ from kdiff_cli.blind import scale
 from kdiff_cli.blind.final import deconvolve, final_sigma
 from kdiff_cli.blind.result import BlindResult, KernelEstimate
 from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings, settings_dict
-from kdiff_cli.blind.window import BORDER_MASS, border_mass, check_roi, choice_region, downscale, select_window, upscale_kernel
+from kdiff_cli.blind.window import BORDER_MASS, border_mass, check_roi, downscale, select_window, upscale_kernel
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths import camera, choice, ops
 from kdiff_cli.maths.noise import noise_level
@@ -103,14 +103,11 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
         x0, y0, w, h = select_window(ys, settings.window)
     win = ys[..., y0 : y0 + h, x0 : x0 + w]
     roi = (x0 * factor, y0 * factor, w * factor, h * factor)
-    # the MAP_k choice scores on the region around the window (a given --roi: on it alone)
-    rx, ry, rw, rh = (x0, y0, w, h) if settings.roi is not None else choice_region(H, W, (x0, y0, w, h))
-    region = ys[..., ry : ry + rh, rx : rx + rw]
     classical_stage = f"x{factor} classical" if factor > 1 else "classical"
     if not settings.classical or k_classical is not None:
         est = _sample_and_refine(win, model, schedule, solver, settings, factor, roi, callback)
         if settings.classical:  # photo scale brings the coarse pass's kernel (kdiff_cli.blind.scale)
-            _weigh_classical(est, win, region, solver, settings, k_classical)
+            _weigh_classical(est, win, solver, settings, k_classical)
         return est
     # the classical estimate of the same window does not depend on Stage I: both run at once
     # (kdiff_cli.threads: chains of small single-threaded FFTs, which 2 cores do side by side)
@@ -122,7 +119,7 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
         return _classical_kernel(win, S, classical_stage, _checked(callback, check))
 
     est, k_c = threads.concurrently(win.device, stage_one, classical)
-    _weigh_classical(est, win, region, solver, settings, k_c)
+    _weigh_classical(est, win, solver, settings, k_c)
     return est
 
 
@@ -188,12 +185,12 @@ def _classical_kernel(win: torch.Tensor, S: int, stage: str, callback) -> torch.
     return alternating.estimate_kernel(win, alternating.AlternatingSettings(kernel_size=S), on_round).k
 
 
-def _weigh_classical(est: KernelEstimate, win, region, solver, settings: BlindSettings, k_c: torch.Tensor) -> None:
+def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, k_c: torch.Tensor) -> None:
     """MAP_k over one more candidate ``k_c``: the classical alternating estimate of the same window.
 
     It replaces the sample when it scores lower (``--choice``: the normalized sparsity of
-    ``F(y, k)`` on ``region``, the window's surroundings; or the reblur penalty on the window
-    ``win``). The two fail on different images, so the choice gains over either (docs/deblur.md).
+    ``F(y, k)``, or the reblur penalty). The two fail on different images, so the choice gains over
+    either (docs/deblur.md).
     """
     k_c = k_c.to(device=est.k.device, dtype=est.k.dtype)
     g = ReblurGuidance(solver, win, settings.sigma, discrepancy=settings.discrepancy)
@@ -203,7 +200,7 @@ def _weigh_classical(est: KernelEstimate, win, region, solver, settings: BlindSe
     est.agreement = float(ops.mnc(est.k[0, 0].double(), k_c[0, 0].double()).clamp(0, 1))
     if settings.choice == "sparsity":  # kdiff_cli.maths.choice: the reblur residual rewards a dot
         candidates = [est.k, k_c] + ([choice.delta_like(k_c)] if settings.fallback else [])
-        score = choice.sparsity_scores(solver, region, candidates, noise_level(settings.sigma, region))
+        score = choice.sparsity_scores(solver, win, candidates, noise_level(settings.sigma, win))
         est.scores = [float(v) for v in score]
         if settings.fallback and choice.keep_input(score):
             # neither kernel makes F(y, k) sharper than y itself: keep the input (no photo made worse)

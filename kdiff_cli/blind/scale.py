@@ -184,7 +184,7 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
     full_roi = window.check_roi(roi, H, W) if roi is not None else None  # checked at full resolution
     scaled = {f: window.downscale(y, f) for f in factors}
 
-    def side(f: int) -> int:  # the prior's canvas (64 px) when no downscaling is needed
+    def side(f: int) -> int:  # 64 px when no downscaling is needed
         return canvas if f == 1 else COARSE_CANVAS
 
     def at(f: int):  # the roi at a coarse scale

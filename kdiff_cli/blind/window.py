@@ -14,8 +14,6 @@ from kdiff_cli.maths import ops
 
 #: fraction of kernel mass in the outer ring that signals blur larger than the kernel canvas
 BORDER_MASS = 0.02
-#: side (px at the estimation scale) of the region the MAP_k choice scores its candidates on
-CHOICE_SIDE = 1024
 
 
 def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
@@ -49,19 +47,6 @@ def select_window(y: torch.Tensor, size: int, stride: int = 8) -> tuple[int, int
     idx = int(torch.argmax(sums.flatten()))
     r, c = divmod(idx, sums.shape[-1])
     return c * stride, r * stride, size, size
-
-
-def choice_region(H: int, W: int, roi: tuple[int, int, int, int], side: int = CHOICE_SIDE) -> tuple[int, int, int, int]:
-    """The region (x, y, w, h) of an ``W x H`` image on which the MAP_k choice scores the candidates:
-    at most ``side`` px a side, centred on the estimation window ``roi`` and moved inside the
-    image, so the whole image when it fits. A 256 px window gave a noisy score (on lai-uniform a
-    wrong sample won on 4 photos by 1-3%); the larger region picks the better of sample and
-    classical kernel more often (docs/deblur.md)."""
-    x0, y0, w, h = roi
-    rw, rh = min(W, max(side, w)), min(H, max(side, h))
-    rx = min(max(0, x0 + w // 2 - rw // 2), W - rw)
-    ry = min(max(0, y0 + h // 2 - rh // 2), H - rh)
-    return rx, ry, rw, rh
 
 
 def check_roi(roi, H: int, W: int) -> tuple[int, int, int, int]:

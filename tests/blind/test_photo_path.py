@@ -89,5 +89,5 @@ def test_crop_scale_classical_candidate_runs_beside_stage_one(tiny_weights):
     win = y[..., y0 : y0 + h, x0 : x0 + w]
     k_c = alternating.estimate_kernel(win, alternating.AlternatingSettings(kernel_size=model.kernel_size)).k
     again = estimator._sample_and_refine(win, model, schedule, solver, settings, 1, est.roi, None)
-    estimator._weigh_classical(again, win, y, solver, settings, k_c)  # 96 px: the region is the image
+    estimator._weigh_classical(again, win, solver, settings, k_c)
     assert torch.equal(again.k, est.k) and again.scores == est.scores and again.kept == est.kept

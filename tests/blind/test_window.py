@@ -28,12 +28,3 @@ def test_kernel_upscale_and_border_mass(line_kernel):
     edge = torch.zeros(1, 1, 16, 16)
     edge[0, 0, 0, :] = 1
     assert border_mass(edge / edge.sum()) == pytest.approx(1.0)
-
-
-def test_choice_region_is_the_image_when_it_fits_else_a_box_around_the_window_inside_the_image():
-    from kdiff_cli.blind.window import choice_region
-
-    assert choice_region(680, 1024, (300, 200, 256, 256)) == (0, 0, 1024, 680)
-    assert choice_region(3000, 4000, (1872, 1372, 256, 256), side=1024) == (1488, 988, 1024, 1024)  # centred
-    assert choice_region(3000, 4000, (3700, 10, 256, 256), side=1024) == (2976, 0, 1024, 1024)  # moved inside
-    assert choice_region(3000, 4000, (0, 0, 1536, 1536), side=1024) == (0, 0, 1536, 1536)  # never below the window
