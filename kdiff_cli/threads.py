@@ -43,6 +43,18 @@ def split_threads(device: torch.device, ways: int = 2) -> Iterator[int]:
         torch.set_num_threads(n)
 
 
+def checked(callback: Callable[..., Any] | None, check: Callable[[], None]) -> Callable[..., None]:
+    """A progress callback for a task of :func:`concurrently`: ``check()`` first (raising
+    :class:`Stopped` when the task should stop), then ``callback`` (None: nothing reported)."""
+
+    def report(*args: Any) -> None:
+        check()
+        if callback is not None:
+            callback(*args)
+
+    return report
+
+
 def concurrently(device: torch.device, *tasks: Callable[[Callable[[], None]], Any]) -> list[Any]:
     """Run ``tasks`` (each ``task(check)``) at once and return their results in order.
 
@@ -80,4 +92,4 @@ def concurrently(device: torch.device, *tasks: Callable[[Callable[[], None]], An
             raise
 
 
-__all__ = ["Stopped", "split_threads", "concurrently"]
+__all__ = ["Stopped", "split_threads", "checked", "concurrently"]

@@ -113,25 +113,14 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
     # (kdiff_cli.threads: chains of small single-threaded FFTs, which 2 cores do side by side)
 
     def stage_one(check):
-        return _sample_and_refine(win, model, schedule, solver, settings, factor, roi, _checked(callback, check))
+        return _sample_and_refine(win, model, schedule, solver, settings, factor, roi, threads.checked(callback, check))
 
     def classical(check):
-        return _classical_kernel(win, S, classical_stage, _checked(callback, check))
+        return _classical_kernel(win, S, classical_stage, threads.checked(callback, check))
 
     est, k_c = threads.concurrently(win.device, stage_one, classical)
     _weigh_classical(est, win, solver, settings, k_c)
     return est
-
-
-def _checked(callback, check):
-    """``callback`` (may be None) that first calls ``check`` (:func:`kdiff_cli.threads.concurrently`)."""
-
-    def report(*args):
-        check()
-        if callback:
-            callback(*args)
-
-    return report
 
 
 def _sample_and_refine(win, model, schedule, solver, settings, factor, roi, callback) -> KernelEstimate:

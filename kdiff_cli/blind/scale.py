@@ -196,14 +196,11 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
         k0, count = found.k, found.count
     else:
         count = None
+
         def one_pass(f: int):  # the passes are independent: they run at once (kdiff_cli.threads)
             def task(check):
-                def report(*args):
-                    check()
-                    if callback:
-                        callback(*args)
-
-                return coarse_pass(scaled[f], side(f), report, at(f), "coarse pass" if f == f0 else f"coarse pass x{f}")
+                stage = "coarse pass" if f == f0 else f"coarse pass x{f}"
+                return coarse_pass(scaled[f], side(f), threads.checked(callback, check), at(f), stage)
 
             return task
 

@@ -76,3 +76,18 @@ def test_an_error_in_one_task_stops_the_others_at_their_next_check(error):
 
     with pytest.raises(Stopped):
         concurrently(torch.device("cpu"), stopped, long)
+
+
+def test_checked_reports_after_the_check_and_stops_before_reporting():
+    from kdiff_cli.threads import checked
+
+    seen = []
+    checked(lambda *a: seen.append(a), lambda: None)("sampling", 1, 25, {})
+    checked(None, lambda: None)("sampling", 2, 25, {})  # no callback: nothing to report, no error
+
+    def stop():
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        checked(lambda *a: seen.append(a), stop)("sampling", 3, 25, {})
+    assert seen == [("sampling", 1, 25, {})]
