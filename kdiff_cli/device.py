@@ -24,4 +24,3 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise KdiffError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-

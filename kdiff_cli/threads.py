@@ -24,23 +24,24 @@ class Stopped(Exception):
 
 
 @contextlib.contextmanager
-def split_threads(device: torch.device, ways: int = 2) -> Iterator[int]:
-    """Share the CPU's intra-op threads between ``ways`` computations run at once.
-
-    On the CPU the torch thread count is ``max(1, n // ways)`` for the block and ``n`` again after
-    it (also when the block's own code changed it meanwhile, as ``kdiff_cli.maths.alternating``
-    does); other devices are left alone. Yields the count.
-    """
+def cpu_threads(device: torch.device, count: int) -> Iterator[int]:
+    """Run the block on ``count`` intra-op CPU threads, then restore the previous count (also when
+    the block's own code changed it meanwhile); other devices are left alone. Yields the count."""
     if device.type != "cpu":
         yield torch.get_num_threads()
         return
     n = torch.get_num_threads()
-    share = max(1, n // ways)
-    torch.set_num_threads(share)
+    torch.set_num_threads(count)
     try:
-        yield share
+        yield count
     finally:
         torch.set_num_threads(n)
+
+
+def split_threads(device: torch.device, ways: int = 2) -> contextlib.AbstractContextManager[int]:
+    """Share the CPU's intra-op threads between ``ways`` computations run at once: ``max(1, n // ways)``
+    threads for the block (:func:`cpu_threads`), ``n`` again after it."""
+    return cpu_threads(device, max(1, torch.get_num_threads() // ways))
 
 
 def checked(callback: Callable[..., Any] | None, check: Callable[[], None]) -> Callable[..., None]:
@@ -70,6 +71,7 @@ def concurrently(device: torch.device, *tasks: Callable[[Callable[[], None]], An
 
     if len(tasks) == 1:
         return [tasks[0](check)]
+
     def on_done(future) -> None:  # a worker's failure stops the caller's task and the other workers
         if future.exception() is not None:
             stop.set()
@@ -92,4 +94,4 @@ def concurrently(device: torch.device, *tasks: Callable[[Callable[[], None]], An
             raise
 
 
-__all__ = ["Stopped", "split_threads", "checked", "concurrently"]
+__all__ = ["Stopped", "cpu_threads", "split_threads", "checked", "concurrently"]

@@ -103,7 +103,6 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
         x0, y0, w, h = select_window(ys, settings.window)
     win = ys[..., y0 : y0 + h, x0 : x0 + w]
     roi = (x0 * factor, y0 * factor, w * factor, h * factor)
-    classical_stage = f"x{factor} classical" if factor > 1 else "classical"
     if not settings.classical or k_classical is not None:
         est = _sample_and_refine(win, model, schedule, solver, settings, factor, roi, callback)
         if settings.classical:  # photo scale brings the coarse pass's kernel (kdiff_cli.blind.scale)
@@ -116,7 +115,8 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
         return _sample_and_refine(win, model, schedule, solver, settings, factor, roi, threads.checked(callback, check))
 
     def classical(check):
-        return _classical_kernel(win, S, classical_stage, threads.checked(callback, check))
+        stage = f"x{factor} classical" if factor > 1 else "classical"
+        return _classical_kernel(win, S, stage, threads.checked(callback, check))
 
     est, k_c = threads.concurrently(win.device, stage_one, classical)
     _weigh_classical(est, win, solver, settings, k_c)

@@ -36,17 +36,17 @@ Kernel-Diff's guidance minimises).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from kdiff_cli.maths import deconv, ops
 from kdiff_cli.errors import KdiffError
+from kdiff_cli.threads import cpu_threads
 
 from kdiff_cli.maths.alternating_steps import (  # noqa: F401 (the building blocks are part of this module's API)
     INITS,
@@ -129,22 +129,13 @@ class AlternatingResult:
     kernel_sizes: list[int]  # kernel side per level, coarse to fine
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run on one intra-op CPU thread, then restore the setting.
+def _one_cpu_thread(device: torch.device):
+    """Run on one intra-op CPU thread, then restore the setting (:func:`kdiff_cli.threads.cpu_threads`).
 
     The steps are many small FFTs (a few hundred pixels a side): extra threads bring no speed-up
     and, on a busy machine, oversubscription made a 256x256 / 64x64 run over 10x slower.
     """
-    if device.type != "cpu":
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    return cpu_threads(device, 1)
 
 
 def estimate_kernel(

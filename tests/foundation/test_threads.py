@@ -91,3 +91,16 @@ def test_checked_reports_after_the_check_and_stops_before_reporting():
     with pytest.raises(Stopped):
         checked(lambda *a: seen.append(a), stop)("sampling", 3, 25, {})
     assert seen == [("sampling", 1, 25, {})]
+
+
+def test_cpu_threads_pins_and_restores():
+    from kdiff_cli.threads import cpu_threads
+
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with cpu_threads(torch.device("cpu"), 1) as count:
+            assert count == 1 == torch.get_num_threads()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(n)
