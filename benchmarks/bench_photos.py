@@ -1,6 +1,6 @@
 """Blind deblurring at photo scale: lai-uniform with its recorded kernels, and figures of real blurred photos.
 
-    python benchmarks/bench_photos.py [--set lai|val] [--photos all|N|name,name] [--kernels 1,2,3,4] [--noise 0]
+    python benchmarks/bench_photos.py [--set lai|val|val-shake] [--photos all|N|name,name] [--kernels 1,2,3,4] [--noise 0]
                                       [--blur encoded|linear] [--configs default,...] [--alternating N]
                                       [--real-figures DIR] [--real NAMES|all] [--threads 2] [--json OUT]
 
@@ -19,7 +19,12 @@ pipeline, and ``--method alternating`` (its CLI defaults) on the first ``--alter
 
 **val** (``--set val``, for tuning: the benchmark sets stay held apart): the validation photos
 ($KDIFF_DATA/val, 481 x 321), photo j blurred by its own ``boracchi-foi`` camera-shake kernel (seed
-2024 + j, side 31, 51 or 75 px in turn, the range of lai-uniform's), scored the same way.
+2024 + j, side 31, 51 or 75 px in turn, the range of lai-uniform's), scored the same way. Those
+kernels' blur is compact (extent, the side of the box holding the pixels above 5% of the peak, 3
+to 14 px). ``--set val-shake`` draws instead, for photo j, the first of a seeded batch of long
+``boracchi-foi`` trajectories whose extent is 60-87% of the side (18-27, 31-44 or 45-65 px: the
+extents of lai-uniform's recorded kernels are 21, 41, 45 and 65 px), for tuning large blur on
+small photos without touching lai-uniform.
 
 **real-blur** ($KDIFF_DATA/real-blur, no ground truth): ``--real-figures DIR`` writes
 ``DIR/<name>.jpg``, the input beside the default's output with the estimated kernel inset
@@ -69,6 +74,8 @@ CONFIGS = {
 VAL_KERNEL_SIZES = (31, 51, 75)
 #: --set val: seed of the first photo's kernel (the next photo's is seed + 1, ...); held apart from training's
 VAL_KERNEL_SEED = 2024
+#: --set val-shake: the kept kernel's extent lies in this fraction of its side
+SHAKE_EXTENT = (0.60, 0.87)
 
 
 def lai_kernel(i: int) -> np.ndarray:
@@ -89,14 +96,33 @@ def val_kernel(j: int) -> np.ndarray:
     return k / k.sum()
 
 
+def shake_kernel(j: int) -> np.ndarray:
+    """The ``j``-th tuning kernel of ``--set val-shake``: the first of 64 ``boracchi-foi`` kernels
+    (seed :data:`VAL_KERNEL_SEED` + j, side ``VAL_KERNEL_SIZES[j % 3]``, trajectory length 4 x the
+    side) whose extent is within :data:`SHAKE_EXTENT` of the side, summing to 1."""
+    import torch
+
+    from kdiff_cli import plugins
+    from kdiff_cli.blind.scale import kernel_extent
+
+    size = VAL_KERNEL_SIZES[j % len(VAL_KERNEL_SIZES)]
+    batch = plugins.get("generator", "boracchi-foi").sample(np.random.default_rng(VAL_KERNEL_SEED + j), 64, size, length=4.0 * size)
+    lo, hi = (round(f * size) for f in SHAKE_EXTENT)
+    for k in batch:
+        if lo <= kernel_extent(torch.from_numpy(k)) <= hi:
+            return k.astype(np.float64) / k.sum()
+    raise RuntimeError(f"no val-shake kernel of extent {lo}-{hi} px among 64 (seed {VAL_KERNEL_SEED + j})")
+
+
 def photo_items(args) -> list[tuple[str, int, Path, np.ndarray]]:
     """(photo name, kernel number, sharp photo path, kernel) of the benchmark's set: ``lai`` (every
     photo x every ``--kernels``) or ``val`` (the validation photos, each with its own generated
     kernel: tuning without touching the benchmarks)."""
-    if args.set == "val":
+    if args.set in ("val", "val-shake"):
         paths = sorted(p for p in (DATA_DIR / "val").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         chosen = select([p.stem for p in paths], args.photos)
-        return [(p.stem, j, p, val_kernel(j)) for j, p in enumerate(paths) if p.stem in chosen]
+        make = val_kernel if args.set == "val" else shake_kernel
+        return [(p.stem, j, p, make(j)) for j, p in enumerate(paths) if p.stem in chosen]
     names = select(sorted(p.stem for p in (LAI / "sharp").glob("*.png")), args.photos)
     kernels = {int(v): lai_kernel(int(v)) for v in args.kernels.split(",")}
     return [(n, i, LAI / "sharp" / f"{n}.png", kernels[i]) for n in names for i in kernels]
@@ -256,8 +282,9 @@ def real_figures(args, model, schedule, solver) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", choices=("lai", "val"), default="lai", help="lai: lai-uniform x its recorded kernels (the "
-                    "benchmark); val: the validation photos, each blurred by its own generated 31-75 px kernel (for tuning)")
+    ap.add_argument("--set", choices=("lai", "val", "val-shake"), default="lai", help="lai: lai-uniform x its recorded kernels "
+                    "(the benchmark); val: the validation photos, each blurred by its own generated 31-75 px kernel (for tuning); "
+                    "val-shake: the same photos with long generated camera shake (extent 18-65 px, lai-uniform's range)")
     ap.add_argument("--photos", default="all", help="photos of the set: all, N (the first N by name) or name,name")
     ap.add_argument("--kernels", default="1,2,3,4")
     ap.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std added to the blurred photos (e.g. 0.01)")
