@@ -3,7 +3,8 @@
 Pipeline for one image ``y`` (any size, gray or RGB):
 
 1. choose a window (``--roi`` or the ``window x window`` crop with the strongest edges,
-   :mod:`kdiff_cli.blind.window`);
+   :mod:`kdiff_cli.blind.window`) at the scale :mod:`kdiff_cli.blind.scale` plans; when its coarse
+   passes found no blur (every kernel spread over its canvas) the input is kept (the fallback);
 2. Stage I: sample ``samples`` kernels from p(k | y_window) with a guided sampler (one batch);
    Stage II: refine each with the refiner plugin; MAP_k: keep the lowest reblur penalty, weighed
    against the classical alternating estimate of the same window (``classical``);
@@ -70,6 +71,8 @@ def estimate_kernel(
     S = model.kernel_size
     where = scale.plan(y, S, settings.kernel_size, settings.downscale, callback, settings.roi,
                        scales=settings.coarse_scales, solver=solver, sigma=settings.sigma)
+    if where.spread and settings.fallback:  # the coarse passes found no blur, only noise: keep the input
+        return _no_blur_found(y, S, solver, settings, where)
     if where.how == "crop":  # the first release's path: full resolution, then 2x if the blur outgrows the canvas
         for factor in (1, 2):
             est = _estimate_at(y, model, schedule, solver, settings, factor, callback)
@@ -87,6 +90,22 @@ def estimate_kernel(
         est.k = choice.delta_like(est.k)
     est.plan = where.report()
     return est
+
+
+def _no_blur_found(y, S, solver, settings: BlindSettings, where: scale.ScalePlan) -> KernelEstimate:
+    """The fallback without Stage I: every coarse pass's kernel spread over its whole canvas
+    (:func:`kdiff_cli.blind.scale.spread`), so ``y`` is kept (kept "none", the delta kernel on the
+    estimate's canvas; its reblur residual on the full-resolution window for the report)."""
+    if settings.roi is not None:
+        x0, y0, w, h = check_roi(settings.roi, *y.shape[-2:])
+    else:
+        x0, y0, w, h = select_window(y, settings.window)
+    win = y[..., y0 : y0 + h, x0 : x0 + w]
+    k = torch.zeros(1, 1, where.kernel_size or S, where.kernel_size or S, dtype=y.dtype, device=y.device)
+    k = choice.delta_like(k)
+    with torch.no_grad():
+        residual = float(ReblurGuidance(solver, win, settings.sigma, discrepancy=settings.discrepancy).residual(k))
+    return KernelEstimate(k, [], 0, (x0, y0, w, h), 1, kept="none", none_residual=residual, plan=where.report())
 
 
 def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_classical=None) -> KernelEstimate:

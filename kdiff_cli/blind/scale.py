@@ -28,6 +28,12 @@ scale where the blur fits that canvas, and the kernel is brought back to full re
   estimate (which returns a dot on dark, noisy, clipped photos); it is still only a candidate of
   the MAP_k choice (trusted outright, the clipped, thickened streak of real-blur's street2 rang
   over the whole photo).
+  When the coarse passes ran at two or more scales and the kernel of every one spreads over its
+  whole canvas (extent within ``SPREAD_MARGIN`` px of the side), the alternating pass found no
+  blur, only noise (a true blur is half as large at the coarser scale): the plan says so
+  (``spread``) and the estimator keeps the input (the fallback) instead of deblurring with a blob.
+  One filled canvas alone is not enough: lai-uniform's natural_03 (one coarse scale) with its
+  65 px kernel 4 fills 42 of 45 px and its estimate still gains 3.4 dB. Measured in docs/deblur.md.
 * **given** -- ``--kernel-size N``: estimated at ``f = ceil(N / canvas)`` (the classical candidate
   too) and returned on an N x N canvas.
 """
@@ -58,6 +64,8 @@ FIT = 48
 EXTENT_FRACTION = 0.05
 #: a coarser pass runs only while the image's short side stays at least this (px at that scale)
 MIN_COARSE_SIDE = 160
+#: a coarse kernel whose extent is within this many px of its canvas side has spread over it (no blur found)
+SPREAD_MARGIN = 4
 
 
 @dataclass
@@ -72,11 +80,12 @@ class ScalePlan:
     coarse_k: torch.Tensor | None = None  # (1, 1, s, s) the coarse kernel at the coarse scale
     streaks: int | None = None  # light streaks that agreed on the coarse kernel (None: it came from the alternating pass)
     coarse_scores: dict[int, float] | None = None  # coarse factor -> sparsity score of its estimate (several scales)
+    spread: bool = False  # every coarse pass's kernel spread over its whole canvas: no blur was found
 
     def report(self) -> dict:
         return {"factor": self.factor, "kernel_size": self.kernel_size, "how": self.how,
                 "coarse_factor": self.coarse_factor, "extent": self.extent, "streaks": self.streaks,
-                "coarse_scores": self.coarse_scores}
+                "coarse_scores": self.coarse_scores, "spread": self.spread}
 
 
 def coarse_factor(H: int, W: int) -> int:
@@ -94,6 +103,11 @@ def kernel_extent(k: torch.Tensor, fraction: float = EXTENT_FRACTION) -> int:
     rows = torch.nonzero(mask.any(1)).flatten()
     cols = torch.nonzero(mask.any(0)).flatten()
     return int(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+
+
+def spread(k: torch.Tensor, margin: int = SPREAD_MARGIN) -> bool:
+    """Whether the kernel ``k`` (.., s, s) fills its canvas: extent >= s - ``margin`` (a blob of noise, not a blur path)."""
+    return kernel_extent(k) >= k.shape[-1] - margin
 
 
 def odd_side(extent: int) -> int:
@@ -191,7 +205,7 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
         return tuple(v // f for v in full_roi) if full_roi is not None else None
 
     found = streaks.streak_kernel(scaled[f0], side(f0))
-    scores = None
+    scores, filled = None, False
     if found is not None:  # several isolated lights drew the same shape: that is the kernel
         k0, count = found.k, found.count
     else:
@@ -205,6 +219,8 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
             return task
 
         passes = dict(zip(factors, threads.concurrently(y.device, *[one_pass(f) for f in factors])))
+        # at the coarser scale a true blur is half as large: filling the canvas at every scale is noise
+        filled = len(passes) > 1 and all(spread(k) for k in passes.values())
         if len(passes) > 1:
             if solver is None:
                 from kdiff_cli.solvers import cached_solver
@@ -214,8 +230,8 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
         k0 = passes[f0]
     extent = kernel_extent(k0) * f0
     factor = min(f0, max(1, math.ceil(extent / FIT)))
-    return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0, count, scores)
+    return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0, count, scores, filled)
 
 
-__all__ = ["ScalePlan", "plan", "coarse_factor", "coarse_factors", "choose_coarse", "coarse_pass", "kernel_extent", "odd_side", "to_scale",
-           "COARSE_SIDE", "COARSE_CANVAS", "FIT"]
+__all__ = ["ScalePlan", "plan", "coarse_factor", "coarse_factors", "choose_coarse", "coarse_pass", "kernel_extent", "odd_side", "spread", "to_scale",
+           "COARSE_SIDE", "COARSE_CANVAS", "FIT", "SPREAD_MARGIN"]

@@ -28,7 +28,7 @@ class BlindSettings:
     refiner: str = "alternating"  # Stage II refiner plugin: alternating (measured default) or reblur (the paper's)
     refine_steps: int | None = None  # J: Stage II steps (None: the refiner's default; 0: no Stage II)
     choice: str = "sparsity"  # MAP_k between sample and classical candidate: sparsity (of F(y, k)) or reblur (residual)
-    fallback: bool = True  # --choice sparsity: keep y itself when no kernel's F(y, k) is sharper than y's own
+    fallback: bool = True  # keep y itself when no kernel's F(y, k) is sharper than y's own (--choice sparsity) or the coarse passes spread (scale.spread)
     classical: bool = True  # the MAP_k choice also weighs the classical alternating estimate of the window
     guidance: bool = True  # Stage I steered by the reblur guidance (False: the unguided ablation, any sampler)
     solver: str = "wiener"  # non-blind solver F for guidance, Stage II and the MAP_k scores

@@ -37,7 +37,7 @@ def test_given_kernel_size_is_honoured(tiny_weights):
     y = _photo()
     _, k, info = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1, kernel_size=21)
     assert k.shape[-1] == 21 and info["plan"] == {"factor": 2, "kernel_size": 21, "how": "given", "coarse_factor": None, "extent": None, "streaks": None,
-                                                             "coarse_scores": None}
+                                                             "coarse_scores": None, "spread": False}
 
 
 def test_fallback_keeps_the_input_when_no_kernel_sharpens_it(tiny_weights):
@@ -91,3 +91,29 @@ def test_crop_scale_classical_candidate_runs_beside_stage_one(tiny_weights):
     again = estimator._sample_and_refine(win, model, schedule, solver, settings, 1, est.roi, None)
     estimator._weigh_classical(again, win, solver, settings, k_c)
     assert torch.equal(again.k, est.k) and again.scores == est.scores and again.kept == est.kept
+
+
+def test_no_blur_found_when_every_coarse_kernel_spreads_over_its_canvas(tiny_weights, monkeypatch):
+    """Coarse passes returning blobs that fill their canvases: the input is kept without Stage I
+    (the plan says ``spread``); ``--no-fallback`` still estimates."""
+    from kdiff_cli.blind import estimator
+
+    y = _photo(400)  # short side 400: coarse passes at factors 1 and 2
+    seen = []
+
+    def blob(ys, side, callback=None, roi=None, stage="coarse pass"):
+        seen.append(side)
+        return torch.full((1, 1, side, side), 1.0 / side**2)
+
+    monkeypatch.setattr(scale, "coarse_pass", blob)
+    method = plugins.get("method", "kernel-diff")
+    stages = []
+    x, k, info = method.run(y, weights=str(tiny_weights), steps=2, refine_steps=1, callback=lambda st, *a: stages.append(st))
+    assert len(seen) == 2 and scale.COARSE_CANVAS in seen and info["plan"]["spread"] is True  # factors 1 and 2
+    assert info["kept"] == "none" and torch.equal(x, y) and float(k.max()) == 1.0 and k.shape[-1] == info["plan"]["kernel_size"]
+    assert "sampling" not in stages and isinstance(info["residual"], float)
+    _, _, off = method.run(y, weights=str(tiny_weights), steps=2, refine_steps=1, fallback=False)
+    assert off["plan"]["spread"] is True and off["kept"] in ("sample", "classical")
+    # one coarse scale: a filled canvas may be a blur as large as the canvas, so it is estimated
+    _, _, one = method.run(y, weights=str(tiny_weights), steps=2, refine_steps=1, coarse_scales=1)
+    assert one["plan"]["spread"] is False and one["plan"]["coarse_scores"] is None

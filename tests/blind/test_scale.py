@@ -18,6 +18,15 @@ def test_extent_side_and_factor():
     assert scale.coarse_factor(3000, 4000) == 8
 
 
+def test_spread_means_the_kernel_fills_its_canvas():
+    k = torch.zeros(1, 1, 45, 45)
+    k[0, 0, 22, 2:43] = 1.0  # a 41 px path inside a 45 px canvas (margin 4): spread
+    assert scale.spread(k)
+    k[0, 0, 22, 2:5] = 0.0  # 38 px: a path, not a blob
+    assert not scale.spread(k)
+    assert scale.spread(torch.full((1, 1, 64, 64), 1 / 64**2)) and not scale.spread(torch.full((1, 1, 64, 64), 1 / 64**2), margin=-1)
+
+
 def test_to_scale_keeps_the_shape():
     k = torch.zeros(1, 1, 45, 45)
     k[0, 0, 22, 12:33] = 1.0  # 21 px line at downscale 2 -> 42 px at full resolution
@@ -44,7 +53,8 @@ def test_plan_crop_given_and_coarse():
     p = scale.plan(y, 16, None, "auto")
     assert p.how == "coarse" and p.coarse_factor == 1 and p.factor == 1
     assert 7 <= p.extent <= 11 and p.kernel_size == scale.odd_side(p.extent)
-    assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent", "streaks", "coarse_scores"}
+    assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent", "streaks", "coarse_scores", "spread"}
+    assert p.spread is False  # a 9 px line in a 16 px canvas found: no fallback
     assert p.streaks is None and p.coarse_scores is None  # one scale: nothing to choose
     two = scale.plan(y, 16, None, "auto", scales=2)  # 320 px: a second pass at 160 px
     assert sorted(two.coarse_scores) == [1, 2] and two.coarse_factor in (1, 2)
