@@ -269,3 +269,24 @@ def test_final_solver_changes_only_the_final_image(run, tiny_weights, photos):
     assert np.abs(xw - xh).max() > 1e-3
     rep = json.loads((photos / "h" / "report.json").read_text())["a.png"]
     assert rep["settings"]["final_solver"] == "hqs" and rep["settings"]["solver"] == "wiener"
+
+
+def test_no_blur_found_writes_the_input_and_says_why(run, tiny_weights, tmp_path, monkeypatch):
+    """A photo whose coarse passes find no blur (kernels spread over the canvas at both scales):
+    exit 0, the input written unchanged, one warning line, and the reason in report.json."""
+    import torch
+
+    from kdiff_cli import files
+    from kdiff_cli.blind import scale
+
+    g = np.random.default_rng(3)
+    img = np.kron(g.random((50, 50, 3)), np.ones((8, 8, 1)))[:400, :400].astype(np.float32)
+    files.write_image(tmp_path / "p.png", img, 16)
+    monkeypatch.setattr(scale, "coarse_pass", lambda ys, side, *a, **kw: torch.full((1, 1, side, side), 1.0 / side**2))
+    out = tmp_path / "o"
+    r = run(tmp_path / "p.png", "--out", out, "--weights", tiny_weights, "--steps", "2", "--refine-steps", "1", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "warning: the coarse passes found no blur" in r.output and "--no-fallback" in r.output
+    entry = json.loads((out / "report.json").read_text())["p.png"]
+    assert entry["kept"] == "none" and entry["plan"]["spread"] is True and any("no blur" in w for w in entry["warnings"])
+    assert np.abs(files.read_image(out / "p_deblurred.png")[0] - files.read_image(tmp_path / "p.png")[0]).max() <= 1
