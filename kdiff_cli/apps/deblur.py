@@ -312,6 +312,9 @@ def deblur_files(
                 start = time.perf_counter()
                 result = source(p, y, callback)
                 seconds = time.perf_counter() - start
+                est = getattr(result, "estimate", None)
+                if est is not None and est.kept_input_reason:  # an unchanged output is a result, not a failure: say why
+                    warnings.warn(KdiffWarning(f"{p}: {est.kept_input_reason}; the input is written unchanged (--no-fallback deblurs anyway)"))
                 out = outputs[p]
                 if source.estimates:
                     k_npy, k_png, shape = write_kernel(result.k, out.with_name(f"{p.stem}_kernel"))

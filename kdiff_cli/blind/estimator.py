@@ -21,7 +21,6 @@ their names are importable from here as well.
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Callable
 
 import torch
@@ -32,7 +31,7 @@ from kdiff_cli.blind.final import deconvolve, final_sigma
 from kdiff_cli.blind.result import BlindResult, KernelEstimate
 from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings, settings_dict
 from kdiff_cli.blind.window import BORDER_MASS, border_mass, check_roi, downscale, select_window, upscale_kernel
-from kdiff_cli.errors import KdiffError, KdiffWarning
+from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths import camera, choice, ops
 from kdiff_cli.maths.noise import noise_level
 from kdiff_cli.maths.guidance import ReblurGuidance, refine
@@ -258,10 +257,6 @@ def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torc
     start = time.perf_counter()
     y_work = camera.to_linear(y) if settings.linear else y
     est = estimate_kernel(y_work, model, schedule, solver, settings, callback)
-    if est.kept == "none":  # said once per image: an unchanged output is a result, not a failure
-        why = ("the coarse passes found no blur (their kernels spread over the whole canvas)" if est.plan and est.plan.get("spread")
-               else "no estimated kernel made it sharper than the input")
-        warnings.warn(KdiffWarning(f"{why}: the input is written unchanged (--no-fallback deblurs anyway)"), stacklevel=2)
     photo = est.plan is not None and est.plan.get("how") == "coarse"
     with torch.no_grad():
         sigma = final_sigma(noise_level(settings.sigma, y_work), est.agreement, settings, photo=photo)

@@ -34,6 +34,15 @@ class KernelEstimate:
     plan: dict | None = None  # the scale plan (kdiff_cli.blind.scale.ScalePlan.report): factor, kernel_size, how, ...
 
     @property
+    def kept_input_reason(self) -> str | None:
+        """Why the fallback kept the input (``kept == "none"``), in one phrase; None when a kernel was used."""
+        if self.kept != "none":
+            return None
+        if self.plan and self.plan.get("spread"):
+            return "the coarse passes found no blur (their kernels spread over the whole canvas)"
+        return "no estimated kernel made it sharper than the input"
+
+    @property
     def residual(self) -> float:
         """Reblur residual of the kernel kept (the chosen sample's or the classical candidate's)."""
         if self.kept == "none":

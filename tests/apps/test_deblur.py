@@ -286,7 +286,7 @@ def test_no_blur_found_writes_the_input_and_says_why(run, tiny_weights, tmp_path
     out = tmp_path / "o"
     r = run(tmp_path / "p.png", "--out", out, "--weights", tiny_weights, "--steps", "2", "--refine-steps", "1", "--device", "cpu")
     assert r.exit_code == 0, r.output
-    assert "warning: the coarse passes found no blur" in r.output and "--no-fallback" in r.output
+    assert f"warning: {tmp_path / 'p.png'}: the coarse passes found no blur" in r.output and "--no-fallback" in r.output
     entry = json.loads((out / "report.json").read_text())["p.png"]
     assert entry["kept"] == "none" and entry["plan"]["spread"] is True and any("no blur" in w for w in entry["warnings"])
     assert np.abs(files.read_image(out / "p_deblurred.png")[0] - files.read_image(tmp_path / "p.png")[0]).max() <= 1

@@ -1,11 +1,9 @@
 """Kernel-Diff at photo scale end to end (tiny weights): the plan in the result, the kernel canvas,
 --linear, determinism per seed."""
 
-import pytest
 import torch
 
 from kdiff_cli import plugins
-from kdiff_cli.errors import KdiffWarning
 from kdiff_cli.blind import scale
 from kdiff_cli.maths import ops
 
@@ -48,12 +46,13 @@ def test_fallback_keeps_the_input_when_no_kernel_sharpens_it(tiny_weights):
     g = torch.Generator().manual_seed(2)
     sharp = torch.nn.functional.interpolate(torch.rand(1, 3, 40, 40, generator=g), size=(320, 320), mode="nearest")
     method = plugins.get("method", "kernel-diff")
-    with pytest.warns(KdiffWarning, match="no estimated kernel made it sharper"):
-        x, k, info = method.run(sharp, weights=str(tiny_weights), steps=2, refine_steps=1)
+    res = method.run(sharp, weights=str(tiny_weights), steps=2, refine_steps=1)
+    x, k, info = res
+    assert res.estimate.kept_input_reason == "no estimated kernel made it sharper than the input"
     assert info["kept"] == "none" and info["scores"][2] < 0.95 * min(info["scores"][:2])
     assert torch.equal(x, sharp) and torch.equal(k, choice.delta_like(k)) and isinstance(info["residual"], float)
-    _, _, off = method.run(sharp, weights=str(tiny_weights), steps=2, refine_steps=1, fallback=False)
-    assert off["kept"] in ("sample", "classical") and len(off["scores"]) == 2
+    off = method.run(sharp, weights=str(tiny_weights), steps=2, refine_steps=1, fallback=False)
+    assert off.info["kept"] in ("sample", "classical") and len(off.info["scores"]) == 2 and off.estimate.kept_input_reason is None
 
 
 def test_agreeing_light_streaks_give_the_kernel(tiny_weights):
@@ -111,8 +110,9 @@ def test_no_blur_found_when_every_coarse_kernel_spreads_over_its_canvas(tiny_wei
     monkeypatch.setattr(scale, "coarse_pass", blob)
     method = plugins.get("method", "kernel-diff")
     stages = []
-    with pytest.warns(KdiffWarning, match="no blur"):  # one line tells the user why the output equals the input
-        x, k, info = method.run(y, weights=str(tiny_weights), steps=2, refine_steps=1, callback=lambda st, *a: stages.append(st))
+    res = method.run(y, weights=str(tiny_weights), steps=2, refine_steps=1, callback=lambda st, *a: stages.append(st))
+    x, k, info = res
+    assert "found no blur" in res.estimate.kept_input_reason  # kdiff deblur says why the output equals the input
     assert len(seen) == 2 and scale.COARSE_CANVAS in seen and info["plan"]["spread"] is True  # factors 1 and 2
     assert info["kept"] == "none" and torch.equal(x, y) and float(k.max()) == 1.0 and k.shape[-1] == info["plan"]["kernel_size"]
     assert "sampling" not in stages and isinstance(info["residual"], float)

@@ -95,7 +95,7 @@ def test_deblur_terminated_keeps_finished_outputs_and_leaves_no_temp_file(tmp_pa
     os.mkfifo(tmp_path / "b.png")
     out = tmp_path / "out"
     args = ["deblur", str(first), str(tmp_path / "b.png"), "--out", str(out), "--weights", str(tiny_weights),
-            "--steps", "2", "--refine-steps", "1", "--downscale", "1", "--device", "cpu"]
+            "--steps", "2", "--refine-steps", "1", "--downscale", "1", "--device", "cpu", "--no-fallback"]  # stderr: only the error
     proc = _start(args, tmp_path, lambda: (out / "report.json").exists())
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
