@@ -312,7 +312,7 @@ def deblur_files(
                 start = time.perf_counter()
                 result = source(p, y, callback)
                 seconds = time.perf_counter() - start
-                est = getattr(result, "estimate", None)
+                est = result.estimate
                 if est is not None and est.kept_input_reason:  # an unchanged output is a result, not a failure: say why
                     warnings.warn(KdiffWarning(f"{p}: {est.kept_input_reason}; the input is written unchanged (--no-fallback deblurs anyway)"))
                 out = outputs[p]

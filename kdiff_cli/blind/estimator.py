@@ -72,7 +72,7 @@ def estimate_kernel(
     where = scale.plan(y, S, settings.kernel_size, settings.downscale, callback, settings.roi,
                        scales=settings.coarse_scales, solver=solver, sigma=settings.sigma)
     if where.spread and settings.fallback:  # the coarse passes found no blur, only noise: keep the input
-        return _no_blur_found(y, S, solver, settings, where)
+        return _no_blur_found(y, solver, settings, where)
     if where.how == "crop":  # the first release's path: full resolution, then 2x if the blur outgrows the canvas
         for factor in (1, 2):
             est = _estimate_at(y, model, schedule, solver, settings, factor, callback)
@@ -92,17 +92,23 @@ def estimate_kernel(
     return est
 
 
-def _no_blur_found(y, S, solver, settings: BlindSettings, where: scale.ScalePlan) -> KernelEstimate:
+def _window_box(y: torch.Tensor, ys: torch.Tensor, settings: BlindSettings, factor: int) -> tuple[int, int, int, int]:
+    """The estimation window (x, y, w, h) in ``ys``, the image ``y`` downscaled by ``factor``:
+    ``--roi`` (full-resolution pixels, checked against ``y``; sides trimmed to multiples of 16) or
+    the strongest-edge window."""
+    if settings.roi is None:
+        return select_window(ys, settings.window)
+    x0, y0, w, h = (v // factor for v in check_roi(settings.roi, *y.shape[-2:]))
+    return x0, y0, w - w % 16, h - h % 16
+
+
+def _no_blur_found(y, solver, settings: BlindSettings, where: scale.ScalePlan) -> KernelEstimate:
     """The fallback without Stage I: every coarse pass's kernel spread over its whole canvas
     (:func:`kdiff_cli.blind.scale.spread`), so ``y`` is kept (kept "none", the delta kernel on the
     estimate's canvas; its reblur residual on the full-resolution window for the report)."""
-    if settings.roi is not None:
-        x0, y0, w, h = check_roi(settings.roi, *y.shape[-2:])
-    else:
-        x0, y0, w, h = select_window(y, settings.window)
+    x0, y0, w, h = _window_box(y, y, settings, 1)
     win = y[..., y0 : y0 + h, x0 : x0 + w]
-    k = torch.zeros(1, 1, where.kernel_size or S, where.kernel_size or S, dtype=y.dtype, device=y.device)
-    k = choice.delta_like(k)
+    k = choice.delta_like(torch.zeros(1, 1, where.kernel_size, where.kernel_size, dtype=y.dtype, device=y.device))
     with torch.no_grad():
         residual = float(ReblurGuidance(solver, win, settings.sigma, discrepancy=settings.discrepancy).residual(k))
     return KernelEstimate(k, [], 0, (x0, y0, w, h), 1, kept="none", none_residual=residual, plan=where.report())
@@ -114,12 +120,7 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
     S = model.kernel_size
     if min(H, W) < S:
         raise KdiffError(f"image {W * factor}x{H * factor} is smaller than the {S}x{S} kernel")
-    if settings.roi is not None:
-        x0, y0, w, h = check_roi(settings.roi, *y.shape[-2:])
-        x0, y0, w, h = x0 // factor, y0 // factor, w // factor, h // factor
-        w, h = w - w % 16, h - h % 16
-    else:
-        x0, y0, w, h = select_window(ys, settings.window)
+    x0, y0, w, h = _window_box(y, ys, settings, factor)
     win = ys[..., y0 : y0 + h, x0 : x0 + w]
     roi = (x0 * factor, y0 * factor, w * factor, h * factor)
     if not settings.classical or k_classical is not None:

@@ -129,15 +129,6 @@ class AlternatingResult:
     kernel_sizes: list[int]  # kernel side per level, coarse to fine
 
 
-def _one_cpu_thread(device: torch.device):
-    """Run on one intra-op CPU thread, then restore the setting (:func:`kdiff_cli.threads.cpu_threads`).
-
-    The steps are many small FFTs (a few hundred pixels a side): extra threads bring no speed-up
-    and, on a busy machine, oversubscription made a 256x256 / 64x64 run over 10x slower.
-    """
-    return cpu_threads(device, 1)
-
-
 def estimate_kernel(
     y: torch.Tensor,
     settings: AlternatingSettings,
@@ -152,7 +143,9 @@ def estimate_kernel(
     so a good initial kernel (a Kernel-Diff sample, Stage II ``alternating``) is refined over the
     finer levels only. ``start = 0`` runs every level.
     """
-    with _one_cpu_thread(y.device):
+    # one intra-op thread: the steps are many small FFTs (a few hundred pixels a side), extra threads
+    # bring no speed-up and, on a busy machine, oversubscription made a 256x256 / 64x64 run over 10x slower
+    with cpu_threads(y.device, 1):
         return _estimate_kernel(y, settings, callback, k_init, start)
 
 
