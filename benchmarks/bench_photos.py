@@ -3,6 +3,7 @@
     python benchmarks/bench_photos.py [--set lai|val|val-shake] [--photos all|N|name,name] [--kernels 1,2,3,4] [--noise 0]
                                       [--blur encoded|linear] [--configs default,...] [--alternating N]
                                       [--real-figures DIR] [--real NAMES|all] [--threads 2] [--json OUT]
+    python benchmarks/bench_photos.py --coarse [--set ...] [--photos ...]    # the coarse passes alone
 
 **lai-uniform** ($KDIFF_DATA/lai-uniform: 15 sharp photos ~680 x 1024, 4 recorded camera-shake
 kernels of 31-75 px): each photo blurred by each kernel with kdiff's own operator (symmetric
@@ -25,6 +26,12 @@ to 14 px). ``--set val-shake`` draws instead, for photo j, the first of a seeded
 ``boracchi-foi`` trajectories whose extent is 60-87% of the side (18-27, 31-44 or 45-65 px: the
 extents of lai-uniform's recorded kernels are 21, 41, 45 and 65 px), for tuning large blur on
 small photos without touching lai-uniform.
+
+**coarse passes** (``--coarse``, instead of the deblurring table): the photo-scale plan alone
+(:func:`kdiff_cli.blind.scale.plan`, no Stage I), for tuning the coarse estimate that sets the
+scale and the classical candidate: per photo, every pass's kernel upsampled to full resolution and
+scored by MNC, its extent, whether it spread over its canvas, the pass the plan chose, and the
+mean MNC of the chosen and of the best pass.
 
 **real-blur** ($KDIFF_DATA/real-blur, no ground truth): ``--real-figures DIR`` writes
 ``DIR/<name>.jpg``, the input beside the default's output with the estimated kernel inset
@@ -224,6 +231,56 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
     return rows
 
 
+def coarse_benchmark(args, canvas: int) -> dict:
+    """``--coarse``: the photo-scale plan alone (``kdiff_cli.blind.scale.plan`` with the first
+    config's settings, no Stage I): every coarse pass's kernel brought to full resolution and scored
+    by MNC against the true kernel, its extent and whether it spread over its canvas; the pass the
+    plan chose, the best pass (the oracle of the choice) and whether the plan found no blur."""
+    from kdiff_cli.blind import scale
+
+    settings = BlindSettings(**CONFIGS[args.configs.split(",")[0]])
+    solver = cached_solver(settings.solver, None, "cpu")
+    listed = photo_items(args)
+    items = []
+    with progress.task_bar("coarse passes", total=len(listed), unit="photo") as update:
+        for j, (n, i, path, k) in enumerate(listed):
+            y = files.to_tensor(blur_photo(files.read_image(path)[0][..., :3], k, args.noise, args.blur, seed=j))
+            t0 = time.perf_counter()
+            p = scale.plan(camera.to_linear(y) if settings.linear else y, canvas, settings.kernel_size, settings.downscale,
+                           scales=settings.coarse_scales, solver=solver, sigma=settings.sigma)
+            seconds = time.perf_counter() - t0
+            if p.how != "coarse":
+                raise SystemExit(f"{n}: the plan is {p.how!r}, not a coarse pass (photos need a short side >= {scale.CROP_SIDE} px)")
+            passes = p.passes if p.passes is not None else {p.coarse_factor: p.coarse_k}  # streaks: one kernel
+            per = {}
+            for f, kc in sorted(passes.items()):
+                full = scale.to_scale(kc, f, 1, kc.shape[-1] * f + 1)
+                per[f] = {"mnc": metrics.mnc(full.double()[0, 0].numpy(), k), "extent": scale.kernel_extent(kc) * f,
+                          "spread": scale.spread(kc)}
+            items.append({"photo": n, "kernel": i, "true_extent": scale.kernel_extent(torch.from_numpy(k)), "passes": per,
+                          "chosen": p.coarse_factor, "mnc": per[p.coarse_factor]["mnc"], "oracle": max(v["mnc"] for v in per.values()),
+                          "spread": p.spread, "streaks": p.streaks, "scores": p.coarse_scores, "seconds": seconds})
+            update(1, mnc=items[-1]["mnc"])
+    n = len(items)
+    ranked = [[v["mnc"] for _, v in sorted(it["passes"].items())] for it in items]
+    out = {"n": n, "mnc": statistics.fmean(it["mnc"] for it in items), "oracle": statistics.fmean(it["oracle"] for it in items),
+           "finest": statistics.fmean(r[0] for r in ranked),
+           "coarser": statistics.fmean(r[1] for r in ranked if len(r) > 1) if any(len(r) > 1 for r in ranked) else float("nan"),
+           "spread": sum(it["spread"] for it in items), "streaks": sum(it["streaks"] is not None for it in items),
+           "seconds": statistics.fmean(it["seconds"] for it in items)}
+    print("\n| photo | kernel | true extent | pass factors | MNC per pass | extent per pass | chosen | spread |")
+    print("|---|---|---|---|---|---|---|---|")
+    for it in items:
+        fs = sorted(it["passes"])
+        print(f"| {it['photo']} | {it['kernel']} | {it['true_extent']} | {', '.join(map(str, fs))} | "
+              f"{', '.join(format(it['passes'][f]['mnc'], '.3f') for f in fs)} | {', '.join(str(it['passes'][f]['extent']) for f in fs)} | "
+              f"{it['chosen']} | {'yes' if it['spread'] else ''} |")
+    print(f"\ncoarse passes ({args.set}, {n} photos): chosen MNC {out['mnc']:.3f}, best pass {out['oracle']:.3f}, finest pass "
+          f"{out['finest']:.3f}, coarser pass {out['coarser']:.3f}; no blur found on {out['spread']}, streak kernels on "
+          f"{out['streaks']}; {out['seconds']:.1f} s/photo")
+    return {"summary": out, "items": items}
+
+
 def summary(vals: list[dict], blurred: list[dict], truth: list[dict]) -> dict:
     n = len(vals)
     ratios = [v["ssd"] / max(t["ssd"], 1e-12) for v, t in zip(vals, truth)]
@@ -296,6 +353,8 @@ def main(argv=None) -> int:
     ap.add_argument("--real-figures", type=Path, default=None, help="write real-blur side-by-side figures here")
     ap.add_argument("--real", default=README_PHOTOS, help="real-blur photos for the figures: all, N or name,name")
     ap.add_argument("--no-lai", action="store_true", help="skip the lai-uniform table (figures only)")
+    ap.add_argument("--coarse", action="store_true", help="instead of the deblurring table: the photo-scale plan's coarse passes "
+                    "alone, each pass's kernel scored against the true one (MNC, extent, spread), the chosen pass and the best")
     ap.add_argument("--weights", default=DEFAULT_WEIGHTS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
@@ -309,7 +368,9 @@ def main(argv=None) -> int:
     model, schedule = load_kernel_model(args.weights, torch.device("cpu"))
     solver = load_solver("wiener", device="cpu")
     report = {"args": {k: str(v) for k, v in vars(args).items()}}
-    if not args.no_lai:
+    if args.coarse:
+        report["coarse"] = coarse_benchmark(args, model.kernel_size)
+    elif not args.no_lai:
         rows = lai_benchmark(args, model, schedule, solver)
         report["lai"] = {name: {"summary": summary(v, rows["blurred"], rows[truth_row(name)]), "items": v} for name, v in rows.items()}
         print("\n| rows | n | aligned PSNR | aligned SSIM | MNC | success (ER <= 3) | worse than blurred | s/photo |")

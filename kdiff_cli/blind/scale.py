@@ -81,11 +81,13 @@ class ScalePlan:
     streaks: int | None = None  # light streaks that agreed on the coarse kernel (None: it came from the alternating pass)
     coarse_scores: dict[int, float] | None = None  # coarse factor -> sparsity score of its estimate (several scales)
     spread: bool = False  # every coarse pass's kernel spread over its whole canvas: no blur was found
+    passes: dict[int, torch.Tensor] | None = None  # coarse factor -> that pass's kernel at its scale (None: from streaks)
 
     def report(self) -> dict:
         return {"factor": self.factor, "kernel_size": self.kernel_size, "how": self.how,
                 "coarse_factor": self.coarse_factor, "extent": self.extent, "streaks": self.streaks,
-                "coarse_scores": self.coarse_scores, "spread": self.spread}
+                "coarse_scores": self.coarse_scores, "spread": self.spread,
+                "coarse_extents": None if self.passes is None else {f: kernel_extent(k) * f for f, k in self.passes.items()}}
 
 
 def coarse_factor(H: int, W: int) -> int:
@@ -205,7 +207,7 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
         return tuple(v // f for v in full_roi) if full_roi is not None else None
 
     found = streaks.streak_kernel(scaled[f0], side(f0))
-    scores, filled = None, False
+    scores, filled, passes = None, False, None
     if found is not None:  # several isolated lights drew the same shape: that is the kernel
         k0, count = found.k, found.count
     else:
@@ -230,7 +232,7 @@ def plan(y: torch.Tensor, canvas: int, kernel_size: int | None, downscale: str, 
         k0 = passes[f0]
     extent = kernel_extent(k0) * f0
     factor = min(f0, max(1, math.ceil(extent / FIT)))
-    return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0, count, scores, filled)
+    return ScalePlan(factor, odd_side(extent), "coarse", f0, extent, k0, count, scores, filled, passes)
 
 
 __all__ = ["ScalePlan", "plan", "coarse_factor", "coarse_factors", "choose_coarse", "coarse_pass", "kernel_extent", "odd_side", "spread", "to_scale",

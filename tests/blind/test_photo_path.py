@@ -37,7 +37,7 @@ def test_given_kernel_size_is_honoured(tiny_weights):
     y = _photo()
     _, k, info = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1, kernel_size=21)
     assert k.shape[-1] == 21 and info["plan"] == {"factor": 2, "kernel_size": 21, "how": "given", "coarse_factor": None, "extent": None, "streaks": None,
-                                                             "coarse_scores": None, "spread": False}
+                                                             "coarse_scores": None, "spread": False, "coarse_extents": None}
 
 
 def test_fallback_keeps_the_input_when_no_kernel_sharpens_it(tiny_weights):

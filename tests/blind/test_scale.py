@@ -53,13 +53,18 @@ def test_plan_crop_given_and_coarse():
     p = scale.plan(y, 16, None, "auto")
     assert p.how == "coarse" and p.coarse_factor == 1 and p.factor == 1
     assert 7 <= p.extent <= 11 and p.kernel_size == scale.odd_side(p.extent)
-    assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent", "streaks", "coarse_scores", "spread"}
+    assert set(p.report()) == {"factor", "kernel_size", "how", "coarse_factor", "extent", "streaks", "coarse_scores", "spread",
+                               "coarse_extents"}
+    assert list(p.passes) == [1] and torch.equal(p.passes[1], p.coarse_k) and p.report()["coarse_extents"] == {1: p.extent}
     assert p.spread is False  # a 9 px line in a 16 px canvas found: no fallback
     assert p.streaks is None and p.coarse_scores is None  # one scale: nothing to choose
     two = scale.plan(y, 16, None, "auto", scales=2)  # 320 px: a second pass at 160 px
     assert sorted(two.coarse_scores) == [1, 2] and two.coarse_factor in (1, 2)
     assert two.coarse_scores[two.coarse_factor] == min(two.coarse_scores.values())
     assert 7 <= two.extent <= 12
+    # every pass's kernel is kept (bench_photos.py --coarse scores them), the chosen one is the plan's
+    assert sorted(two.passes) == [1, 2] and torch.equal(two.passes[two.coarse_factor], two.coarse_k)
+    assert two.report()["coarse_extents"][two.coarse_factor] == two.extent
     with pytest.raises(KdiffError, match="--coarse-scales"):
         scale.plan(y, 16, None, "auto", scales=0)
 
