@@ -116,6 +116,17 @@ def test_mnc():
     assert batch.shape == (2,) and batch[0] == pytest.approx(1.0) and batch[1] == pytest.approx(v)
 
 
+@pytest.mark.parametrize("sa, sb", [((15, 15), (15, 15)), ((9, 21), (15, 15)), ((5, 5), (3, 7))])
+def test_mnc_is_the_peak_of_the_direct_cross_correlation(sa, sb):
+    # mnc correlates by FFT: the same peak as the direct correlation over every shift, sizes mixed
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(2, 1, *sa, generator=g).double(), torch.rand(2, 1, *sb, generator=g).double()
+    a[1] -= 0.5  # signed values too (the peak is still over the correlation, not its magnitude)
+    direct = torch.stack([torch.nn.functional.conv2d(a[i : i + 1], b[i : i + 1], padding=(sb[0] - 1, sb[1] - 1)).max()
+                          / (a[i].norm() * b[i].norm()) for i in range(2)])
+    assert torch.allclose(ops.mnc(a, b), direct, atol=1e-12)
+
+
 @pytest.mark.parametrize("hw", [(6, 4), (5, 4), (6, 7), (5, 7)])
 def test_signal_center_convention_matches_scipy_signal(hw):
     """``from_center_convention(k, "signal")`` turns a kernel written for scipy.signal's 'same'
