@@ -55,7 +55,8 @@ import torch
 os.environ.setdefault("COLUMNS", "150")
 
 from kdiff_cli import files, progress  # noqa: E402
-from kdiff_cli.blind.estimator import DEFAULT_WEIGHTS, PHOTO_FINAL_SOLVER, BlindSettings, deblur_image, final_image, load_kernel_model  # noqa: E402
+from kdiff_cli.blind.estimator import (DEFAULT_WEIGHTS, PHOTO_FINAL_SOLVER, BlindSettings, deblur_image, final_image,  # noqa: E402
+                                       load_kernel_model, plan_scale)
 from kdiff_cli.maths import alternating, camera, metrics, ops  # noqa: E402
 from kdiff_cli.maths.deconv import solve_tiled  # noqa: E402
 from kdiff_cli.blind.final import solver_tile  # noqa: E402
@@ -231,23 +232,28 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
     return rows
 
 
-def coarse_benchmark(args, canvas: int) -> dict:
-    """``--coarse``: the photo-scale plan alone (``kdiff_cli.blind.scale.plan`` with the first
+def first_settings(args) -> BlindSettings:
+    """The settings of the first ``--configs`` entry (``default`` when none is given): the one
+    config of ``--coarse`` and of the real-blur figures."""
+    names = [c for c in args.configs.split(",") if c]
+    return BlindSettings(**CONFIGS[names[0] if names else "default"])
+
+
+def coarse_benchmark(args, canvas: int, solver) -> dict:
+    """``--coarse``: the photo-scale plan alone (``kdiff_cli.blind.estimator.plan_scale`` with the first
     config's settings, no Stage I): every coarse pass's kernel brought to full resolution and scored
     by MNC against the true kernel, its extent and whether it spread over its canvas; the pass the
     plan chose, the best pass (the oracle of the choice) and whether the plan found no blur."""
     from kdiff_cli.blind import scale
 
-    settings = BlindSettings(**CONFIGS[args.configs.split(",")[0]])
-    solver = cached_solver(settings.solver, None, "cpu")
+    settings = first_settings(args)
     listed = photo_items(args)
     items = []
     with progress.task_bar("coarse passes", total=len(listed), unit="photo") as update:
         for j, (n, i, path, k) in enumerate(listed):
             y = files.to_tensor(blur_photo(files.read_image(path)[0][..., :3], k, args.noise, args.blur, seed=j))
             t0 = time.perf_counter()
-            p = scale.plan(camera.to_linear(y) if settings.linear else y, canvas, settings.kernel_size, settings.downscale,
-                           scales=settings.coarse_scales, solver=solver, sigma=settings.sigma)
+            p = plan_scale(camera.to_linear(y) if settings.linear else y, canvas, solver, settings)
             seconds = time.perf_counter() - t0
             if p.how != "coarse":
                 raise SystemExit(f"{n}: the plan is {p.how!r}, not a coarse pass (photos need a short side >= {scale.CROP_SIDE} px)")
@@ -323,7 +329,7 @@ def real_figures(args, model, schedule, solver) -> list[dict]:
     names = select(sorted(p.stem for p in REAL.glob("*.jpg")), args.real)
     args.real_figures.mkdir(parents=True, exist_ok=True)
     out = []
-    settings = BlindSettings(**CONFIGS[args.configs.split(",")[0]])
+    settings = first_settings(args)
     with progress.task_bar("real-blur", total=len(names), unit="photo") as update:
         for n in names:
             y = files.read_image(REAL / f"{n}.jpg")[0][..., :3]
@@ -369,7 +375,7 @@ def main(argv=None) -> int:
     solver = load_solver("wiener", device="cpu")
     report = {"args": {k: str(v) for k, v in vars(args).items()}}
     if args.coarse:
-        report["coarse"] = coarse_benchmark(args, model.kernel_size)
+        report["coarse"] = coarse_benchmark(args, model.kernel_size, solver)
     elif not args.no_lai:
         rows = lai_benchmark(args, model, schedule, solver)
         report["lai"] = {name: {"summary": summary(v, rows["blurred"], rows[truth_row(name)]), "items": v} for name, v in rows.items()}

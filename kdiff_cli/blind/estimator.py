@@ -69,8 +69,7 @@ def estimate_kernel(
     """Estimate one kernel for the image ``y`` (1, C, H, W) in [0, 1]."""
     settings.validate()
     S = model.kernel_size
-    where = scale.plan(y, S, settings.kernel_size, settings.downscale, callback, settings.roi,
-                       scales=settings.coarse_scales, solver=solver, sigma=settings.sigma)
+    where = plan_scale(y, S, solver, settings, callback)
     if where.spread and settings.fallback:  # the coarse passes found no blur, only noise: keep the input
         return _no_blur_found(y, solver, settings, where)
     if where.how == "crop":  # the first release's path: full resolution, then 2x if the blur outgrows the canvas
@@ -90,6 +89,15 @@ def estimate_kernel(
         est.k = choice.delta_like(est.k)
     est.plan = where.report()
     return est
+
+
+def plan_scale(y: torch.Tensor, canvas: int, solver: torch.nn.Module, settings: BlindSettings,
+               callback: Callable[[str, int, int, dict], None] | None = None) -> scale.ScalePlan:
+    """Where and how large the kernel of ``y`` is estimated for a ``canvas`` px prior:
+    :func:`kdiff_cli.blind.scale.plan` with the options of ``settings`` (``benchmarks/bench_photos.py
+    --coarse`` scores this plan alone)."""
+    return scale.plan(y, canvas, settings.kernel_size, settings.downscale, callback, settings.roi,
+                      scales=settings.coarse_scales, solver=solver, sigma=settings.sigma)
 
 
 def _window_box(y: torch.Tensor, ys: torch.Tensor, settings: BlindSettings, factor: int) -> tuple[int, int, int, int]:
@@ -290,5 +298,6 @@ __all__ = [
     "final_solver",
     "final_solver_name",
     "load_kernel_model",
+    "plan_scale",
     "settings_dict",
 ]
