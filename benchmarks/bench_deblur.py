@@ -58,6 +58,13 @@ CONFIGS = {
     "ddpm1000": {"sampler": "ddpm", "steps": 1000},
     "ddpm1000 + reblur Stage II": {"sampler": "ddpm", "steps": 1000, "refiner": "reblur", "classical": False},
     "alternating method (no diffusion)": {"method": "alternating"},
+    # the seventh session's measurements of the guidance scale and the discrepancy penalty (docs/deblur.md)
+    "default with guidance scale 1": {"guidance_scale": 1.0},
+    "default with discrepancy 1": {"discrepancy": 1.0},
+    "ddim25 + alternating (no classical candidate) with guidance scale 1": {"classical": False, "guidance_scale": 1.0},
+    "ddim25-noStageII with guidance scale 1": {"refine_steps": 0, "classical": False, "guidance_scale": 1.0},
+    "reblur Stage II (paper) with guidance scale 1": {"refiner": "reblur", "classical": False, "guidance_scale": 1.0},
+    "reblur Stage II (paper) with discrepancy 1": {"refiner": "reblur", "classical": False, "discrepancy": 1.0},
     "discrepancy1-c7": {"discrepancy": 1.0, "guidance_scale": 7.0, "classical": False},
     "discrepancy1-c10": {"discrepancy": 1.0, "guidance_scale": 10.0, "classical": False},
     # Stage I started from the kernel bank's nearest kernels to y's cue (plugins/sampler_lookup.py)
