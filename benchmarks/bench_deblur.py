@@ -58,6 +58,9 @@ CONFIGS = {
     "ddpm1000": {"sampler": "ddpm", "steps": 1000},
     "ddpm1000 + reblur Stage II": {"sampler": "ddpm", "steps": 1000, "refiner": "reblur", "classical": False},
     "alternating method (no diffusion)": {"method": "alternating"},
+    # the kernel clean-up after Stage II off (--kernel-threshold 0; docs/deblur.md)
+    "default without the kernel clean-up (previous release)": {"kernel_threshold": 0.0},
+    "reblur Stage II (paper) without the kernel clean-up (previous release)": {"refiner": "reblur", "classical": False, "kernel_threshold": 0.0},
     # the seventh session's measurements of the guidance scale and the discrepancy penalty (docs/deblur.md)
     "default with guidance scale 1": {"guidance_scale": 1.0},
     "default with discrepancy 1": {"discrepancy": 1.0},

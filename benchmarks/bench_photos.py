@@ -79,6 +79,7 @@ CONFIGS = {
     "one coarse scale": {"coarse_scales": 1},
     "guidance scale 1": {"guidance_scale": 1.0},
     "discrepancy 1": {"discrepancy": 1.0},
+    "no kernel clean-up (previous release)": {"kernel_threshold": 0.0},
 }
 #: --set val: generated kernels of the sizes of lai-uniform's (31 to 75 px), one per photo in turn
 VAL_KERNEL_SIZES = (31, 51, 75)

@@ -50,6 +50,7 @@ def deblur_cmd(
     guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2 (default measured, see docs/deblur.md).", rich_help_panel=RESEARCH)] = 4.0,
     route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).", rich_help_panel=RESEARCH)] = "k0",
     discrepancy: Annotated[Optional[float], typer.Option(help="tau: guide the reblur residual to tau x the noise energy instead of down to 0 (default and 0: off, the paper's loss; see docs/deblur.md).", rich_help_panel=RESEARCH)] = None,
+    kernel_threshold: Annotated[float, typer.Option(help="Blind: the sampled and the Stage II kernel keep only entries >= this fraction of their peak, without pieces under 5% of the mass (0: off; docs/deblur.md).", rich_help_panel=RESEARCH)] = 0.1,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).", rich_help_panel=RESEARCH)] = None,
     final_sigma_floor: Annotated[float, typer.Option(help="Blind, --no-classical: the final deconvolution regularises as if the noise std were at least this.", rich_help_panel=RESEARCH)] = 0.03,
     kernel_uncertainty: Annotated[float, typer.Option(help="Blind: u in sigma_final^2 = sigma^2 + u (1 - MNC of the sample and the classical candidate); the kernels' disagreement as extra noise (docs/deblur.md).", rich_help_panel=RESEARCH)] = 0.006,
@@ -72,7 +73,7 @@ def deblur_cmd(
     preset = quality_options(quality.value, sampler=sampler, steps=steps, samples=samples, refine_steps=refine_steps)
     options = {
         **preset, "refiner": refiner, "classical": classical, "solver": solver,
-        "guidance_scale": guidance_scale, "route": route, "roi": parse_roi(roi) if kernel is None else None, "downscale": downscale,
+        "guidance_scale": guidance_scale, "route": route, "kernel_threshold": kernel_threshold, "roi": parse_roi(roi) if kernel is None else None, "downscale": downscale,
         "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
         "kernel_size": kernel_size, "linear": linear, "choice": choice, "fallback": fallback,
         "final_solver": final_solver or "auto", "coarse_scales": coarse_scales,
@@ -82,7 +83,7 @@ def deblur_cmd(
     if method not in ("kernel-diff", "unguided") and final_solver is not None:
         raise KdiffError(f"--final-solver applies to --method kernel-diff and unguided, not {method}")
     if method not in ("kernel-diff", "unguided"):
-        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales"):  # Kernel-Diff settings only
+        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales", "kernel_threshold"):  # Kernel-Diff settings only
             options.pop(name)
 
     bars: dict = {}

@@ -34,7 +34,7 @@ from kdiff_cli.blind.window import BORDER_MASS, border_mass, check_roi, downscal
 from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths import camera, choice, ops
 from kdiff_cli.maths.noise import noise_level
-from kdiff_cli.maths.guidance import ReblurGuidance, refine
+from kdiff_cli.maths.guidance import ReblurGuidance, RefineResult, clean_kernel, refine
 
 
 # --------------------------------------------------------------------------- model loading
@@ -184,6 +184,10 @@ def _sample_and_refine(win, model, schedule, solver, settings, factor, roi, call
         )
     else:
         ref = refine(g_refine, k, steps=0)  # projection and residuals only
+    if settings.kernel_threshold > 0:  # the sample's haze and Stage II's ripple removed (docs/deblur.md)
+        k_clean = clean_kernel(ref.k, settings.kernel_threshold)
+        with torch.no_grad():  # MAP_k over the samples as they are kept
+            ref = RefineResult(k_clean, g_refine.residual(k_clean), ref.trace)
     residuals = ref.residual.tolist()
     best = int(torch.argmin(g_refine.penalty(ref.residual)))
     k_best = ops.center_kernel(ref.k[best : best + 1])

@@ -36,6 +36,7 @@ class BlindSettings:
     guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
     discrepancy: float | None = None  # tau: guide R towards tau N sigma^2 instead of down (None: the paper's R)
+    kernel_threshold: float = 0.1  # sample and Stage II kernels: entries below this x peak zeroed, pieces < 5% of the mass removed (0: off)
     window: int = 256  # side of the kernel-estimation window
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
     downscale: str = "auto"  # "auto" (kdiff_cli.blind.scale) or an integer: estimate on the image downscaled by this factor
@@ -51,7 +52,7 @@ class BlindSettings:
     #: numeric fields -> (a value of their type, whether None is allowed); ``kdiff eval --method
     #: kernel-diff:KEY=VALUE`` hands over parsed values, coerced here as config overrides are
     _NUMBERS = {"steps": (0, True), "samples": (0, False), "refine_steps": (0, True), "guidance_scale": (0.0, False),
-                "discrepancy": (0.0, True), "window": (0, False), "sigma": (0.0, True), "final_sigma_floor": (0.0, False),
+                "discrepancy": (0.0, True), "kernel_threshold": (0.0, False), "window": (0, False), "sigma": (0.0, True), "final_sigma_floor": (0.0, False),
                 "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, True),
                 "kernel_size": (0, True), "coarse_scales": (0, False)}
 
@@ -89,6 +90,8 @@ class BlindSettings:
             raise KdiffError(f"--kernel-size must be >= 3, got {self.kernel_size}")
         if self.discrepancy is not None and not self.discrepancy > 0:
             raise KdiffError(f"--discrepancy must be > 0, got {self.discrepancy}")
+        if not 0 <= self.kernel_threshold < 1:
+            raise KdiffError(f"--kernel-threshold must be in [0, 1), got {self.kernel_threshold}")
         if not self.guidance_scale >= 0:
             raise KdiffError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
         if not self.final_sigma_floor >= 0:

@@ -26,6 +26,11 @@ def test_settings_and_roi_validation():
         BlindSettings(steps=0).validate()
     with pytest.raises(KdiffError, match="--tile must be >= 1, got 0"):
         BlindSettings(tile=0).validate()
+    for bad in (-0.1, 1.0):
+        with pytest.raises(KdiffError, match="--kernel-threshold must be in"):
+            BlindSettings(kernel_threshold=bad).validate()
+    with pytest.raises(KdiffError, match="kernel-threshold must be a number"):
+        BlindSettings(kernel_threshold="x").validate()
     with pytest.raises(KdiffError, match="--coarse-scales must be >= 1, got 0"):
         BlindSettings(coarse_scales=0).validate()
     assert BlindSettings(steps=7).effective_steps() == 7 and BlindSettings().effective_steps() == 25

@@ -72,6 +72,8 @@ CASES = [
      "--crop does not apply to dataset 'folder' (its options: --data-dir)"),
     # --- out of range: refused, never replaced (these passed before; kept passing)
     ("deblur-steps-0", ["deblur", "{d}/a.png", "--out", "{d}/o", "--weights", "{w}", "--steps", "0"], {}, [], 2, "--steps must be >= 1"),
+    ("deblur-kernel-threshold-1", ["deblur", "{d}/a.png", "--out", "{d}/o", "--weights", "{w}", "--kernel-threshold", "1"], {}, [], 2,
+     "--kernel-threshold must be in [0, 1), got 1.0"),
     ("deblur-tile-0", ["deblur", "{d}/a.png", "--out", "{d}/o", "--kernel", "{d}/k9.npy", "--tile", "0"], {}, ["k9.npy"], 2,
      "--tile must be at least 16 pixels"),
     ("deblur-tile-under-kernel", ["deblur", "{d}/a.png", "--out", "{d}/o", "--kernel", "{d}/k9.npy", "--tile", "16"], {}, ["k9.npy"], 2,

@@ -6,7 +6,7 @@ import torch
 
 from kdiff_cli import plugins
 from kdiff_cli.maths import diffusion, ops
-from kdiff_cli.maths.guidance import ReblurGuidance, refine
+from kdiff_cli.maths.guidance import ReblurGuidance, clean_kernel, refine
 from kdiff_cli.maths.schedule import NoiseSchedule
 
 
@@ -78,6 +78,20 @@ def test_stage_two_is_monotone_and_projected(line_kernel, smooth_image):
     assert trace[-1, 1] < trace[0, 1]
     assert res.k.min() >= 0
     assert torch.allclose(res.k.sum((-2, -1)), torch.ones(2, 1), atol=1e-5)
+
+
+def test_clean_kernel_removes_haze_and_stray_pieces(line_kernel):
+    k_true = line_kernel(16, 7)  # (1, 1, 16, 16), sum 1
+    haze = torch.full_like(k_true, 1e-3)  # a faint floor over the canvas: 0.256 of the mass
+    stray = torch.zeros_like(k_true)
+    stray[..., 1, 1] = 0.3 * float(k_true.max())  # above the threshold, but a piece of 1.4% of the mass
+    k = torch.cat([k_true + haze + stray, k_true])
+    out = clean_kernel(k)
+    assert out.min() >= 0 and torch.allclose(out.sum((-2, -1)), torch.ones(2, 1), atol=1e-6)
+    assert torch.allclose(out[0], k_true[0], atol=1e-6), "haze and the stray pixel must go, the path stay"
+    assert torch.allclose(out[1], k_true[0], atol=1e-6), "a clean kernel is left as it is"
+    # threshold 0: the plain projection (nonnegative, sum 1), nothing removed
+    assert torch.allclose(clean_kernel(k, 0.0), ops.normalize_kernel(k))
 
 
 def test_reblur_residual_favours_small_kernels_and_discrepancy_corrects_it(line_kernel, smooth_image):
