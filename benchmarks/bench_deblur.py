@@ -61,6 +61,8 @@ CONFIGS = {
     # the kernel clean-up after Stage II off (--kernel-threshold 0; docs/deblur.md)
     "default without the kernel clean-up (previous release)": {"kernel_threshold": 0.0},
     "reblur Stage II (paper) without the kernel clean-up (previous release)": {"refiner": "reblur", "classical": False, "kernel_threshold": 0.0},
+    "reblur Stage II (paper) with the fast guidance solver (previous release)": {"refiner": "reblur", "classical": False, "fast_guidance": True},
+    "ddim25-noStageII with the full guidance solver": {"refine_steps": 0, "classical": False, "fast_guidance": False},
     # the seventh session's measurements of the guidance scale and the discrepancy penalty (docs/deblur.md)
     "default with guidance scale 1": {"guidance_scale": 1.0},
     "default with discrepancy 1": {"discrepancy": 1.0},

@@ -50,6 +50,7 @@ def deblur_cmd(
     guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2 (default measured, see docs/deblur.md).", rich_help_panel=RESEARCH)] = 4.0,
     route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).", rich_help_panel=RESEARCH)] = "k0",
     discrepancy: Annotated[Optional[float], typer.Option(help="tau: guide the reblur residual to tau x the noise energy instead of down to 0 (default and 0: off, the paper's loss; see docs/deblur.md).", rich_help_panel=RESEARCH)] = None,
+    fast_guidance: Annotated[Optional[bool], typer.Option("--fast-guidance/--full-guidance", help="Blind: Stage I's guidance solves with the solver's cheaper copy (wiener: 3 boundary CG steps instead of 12) or the solver itself (default: the copy, the solver itself with --refiner reblur; docs/deblur.md).", show_default=False, rich_help_panel=RESEARCH)] = None,
     kernel_threshold: Annotated[float, typer.Option(help="Blind: the sampled and the Stage II kernel keep only entries >= this fraction of their peak, without pieces under 5% of the mass (0: off; docs/deblur.md).", rich_help_panel=RESEARCH)] = 0.1,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).", rich_help_panel=RESEARCH)] = None,
     final_sigma_floor: Annotated[float, typer.Option(help="Blind, --no-classical: the final deconvolution regularises as if the noise std were at least this.", rich_help_panel=RESEARCH)] = 0.03,
@@ -78,13 +79,15 @@ def deblur_cmd(
         "kernel_size": kernel_size, "linear": linear, "choice": choice, "fallback": fallback,
         "final_solver": final_solver or "auto", "coarse_scales": coarse_scales,
     }
+    if fast_guidance is not None:  # absent: BlindSettings decides by the refiner
+        options["fast_guidance"] = fast_guidance
     if discrepancy is not None:  # absent: the measured default of BlindSettings; 0: the paper's plain loss
         options["discrepancy"] = None if discrepancy == 0 else discrepancy
     if method not in ("kernel-diff", "unguided") and final_solver is not None:
         raise KdiffError(f"--final-solver applies to --method kernel-diff and unguided, not {method}")
     if method not in ("kernel-diff", "unguided"):
-        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales", "kernel_threshold"):  # Kernel-Diff settings only
-            options.pop(name)
+        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales", "kernel_threshold", "fast_guidance"):  # Kernel-Diff settings only
+            options.pop(name, None)
 
     bars: dict = {}
 

@@ -160,7 +160,7 @@ def _sample_and_refine(win, model, schedule, solver, settings, factor, roi, call
     generator = torch.Generator().manual_seed(int(settings.seed))
     guidance = None
     if settings.guided:  # a solver plugin may offer a cheaper copy for the many guidance solves (``for_guidance``)
-        g_solver = solver.for_guidance() if hasattr(solver, "for_guidance") else solver
+        g_solver = solver.for_guidance() if settings.effective_fast_guidance() and hasattr(solver, "for_guidance") else solver
         guidance = ReblurGuidance(g_solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
                                   discrepancy=settings.discrepancy)
     steps = settings.effective_steps()

@@ -36,6 +36,7 @@ class BlindSettings:
     guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
     discrepancy: float | None = None  # tau: guide R towards tau N sigma^2 instead of down (None: the paper's R)
+    fast_guidance: bool | None = None  # Stage I's guidance solves with the solver's cheaper copy (``for_guidance``); None: unless the refiner is reblur
     kernel_threshold: float = 0.1  # sample and Stage II kernels: entries below this x peak zeroed, pieces < 5% of the mass removed (0: off)
     window: int = 256  # side of the kernel-estimation window
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
@@ -74,6 +75,8 @@ class BlindSettings:
             raise KdiffError(f"linear must be true or false, got {self.linear!r}")
         if not isinstance(self.classical, bool):
             raise KdiffError(f"classical must be true or false, got {self.classical!r}")
+        if self.fast_guidance is not None and not isinstance(self.fast_guidance, bool):
+            raise KdiffError(f"fast_guidance must be true or false, got {self.fast_guidance!r}")
         plugins.get("sampler", self.sampler)  # unknown names: one-line error listing the known ones
         if self.final_solver != "auto":
             plugins.get("solver", self.final_solver)
@@ -116,6 +119,15 @@ class BlindSettings:
         """Reverse steps actually run: ``steps`` or the sampler's default."""
         return self.steps if self.steps is not None else plugins.get("sampler", self.sampler).default_steps
 
+    def effective_fast_guidance(self) -> bool:
+        """Whether Stage I's guidance uses the solver's cheaper copy: ``fast_guidance``, or by default
+        yes unless Stage II is ``reblur`` (the paper's pipeline keeps the sample's kernel, and the
+        full solver's guidance made better samples there; the default pipeline did not differ,
+        docs/deblur.md)."""
+        if self.fast_guidance is not None:
+            return self.fast_guidance
+        return self.refiner != "reblur"
+
     def effective_refine_steps(self) -> int:
         """Stage II steps actually run: ``refine_steps`` or the refiner's default (0: none)."""
         if self.refine_steps is not None:
@@ -124,11 +136,12 @@ class BlindSettings:
 
 
 def settings_dict(settings: BlindSettings) -> dict:
-    """The settings for a report, with the step counts actually run in place of ``None`` defaults."""
+    """The settings for a report, with the step counts and the guidance solver actually used in place of ``None`` defaults."""
     d = asdict(settings)
     d["roi"] = list(settings.roi) if settings.roi else None
     d["steps"] = settings.effective_steps()
     d["refine_steps"] = settings.effective_refine_steps()
+    d["fast_guidance"] = settings.effective_fast_guidance()
     return d
 
 

@@ -121,3 +121,23 @@ def test_no_blur_found_when_every_coarse_kernel_spreads_over_its_canvas(tiny_wei
     # one coarse scale: a filled canvas may be a blur as large as the canvas, so it is estimated
     _, _, one = method.run(y, weights=str(tiny_weights), steps=2, refine_steps=1, coarse_scales=1)
     assert one["plan"]["spread"] is False and one["plan"]["coarse_scores"] is None
+
+
+def test_full_guidance_differentiates_the_solver_itself(tiny_weights, monkeypatch):
+    """--full-guidance: Stage I's guidance uses the solver, not its cheaper ``for_guidance`` copy."""
+    from kdiff_cli.solvers import load_solver
+
+    WienerSolver = type(load_solver("wiener", device="cpu"))  # the class the registry loads
+    calls = []
+    original = WienerSolver.for_guidance
+    monkeypatch.setattr(WienerSolver, "for_guidance", lambda self: calls.append(1) or original(self))
+    y = _photo(96)
+    method = plugins.get("method", "kernel-diff")
+    opts = dict(weights=str(tiny_weights), steps=2, refine_steps=0, classical=False, fallback=False, seed=1)
+    fast = method.run(y, **opts)
+    n = len(calls)
+    assert n >= 1  # once per estimation pass
+    full = method.run(y, fast_guidance=False, **opts)
+    assert len(calls) == n, "the full guidance must not ask for the cheaper copy"
+    assert full.info["settings"]["fast_guidance"] is False and fast.info["settings"]["fast_guidance"] is True
+    assert not torch.equal(fast.k, full.k)  # 3 against 12 boundary CG steps: another guidance gradient

@@ -29,6 +29,13 @@ def test_settings_and_roi_validation():
     for bad in (-0.1, 1.0):
         with pytest.raises(KdiffError, match="--kernel-threshold must be in"):
             BlindSettings(kernel_threshold=bad).validate()
+    # the guidance solver: the cheaper copy, except for the paper's pipeline (reblur Stage II); given, it wins
+    assert BlindSettings().effective_fast_guidance() and not BlindSettings(refiner="reblur").effective_fast_guidance()
+    assert BlindSettings(refiner="reblur", fast_guidance=True).effective_fast_guidance()
+    assert not BlindSettings(fast_guidance=False).effective_fast_guidance()
+    assert settings_dict(BlindSettings(refiner="reblur"))["fast_guidance"] is False
+    with pytest.raises(KdiffError, match="fast_guidance must be true or false"):
+        BlindSettings(fast_guidance="sometimes").validate()
     with pytest.raises(KdiffError, match="kernel-threshold must be a number"):
         BlindSettings(kernel_threshold="x").validate()
     with pytest.raises(KdiffError, match="--coarse-scales must be >= 1, got 0"):
