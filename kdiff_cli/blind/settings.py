@@ -37,7 +37,7 @@ class BlindSettings:
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
     discrepancy: float | None = None  # tau: guide R towards tau N sigma^2 instead of down (None: the paper's R)
     fast_guidance: bool | None = None  # Stage I's guidance solves with the solver's cheaper copy (``for_guidance``); None: unless the refiner is reblur
-    kernel_threshold: float = 0.1  # sample and Stage II kernels: entries below this x peak zeroed, pieces < 5% of the mass removed (0: off)
+    kernel_threshold: float = 0.1  # the kernel leaving Stage II: entries below this x peak zeroed, pieces < 5% of the mass removed (0: off)
     window: int = 256  # side of the kernel-estimation window
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h of the window (None: automatic)
     downscale: str = "auto"  # "auto" (kdiff_cli.blind.scale) or an integer: estimate on the image downscaled by this factor

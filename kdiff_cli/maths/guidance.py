@@ -83,10 +83,11 @@ def clean_kernel(k: torch.Tensor, threshold: float = CLEAN_THRESHOLD, min_mass: 
     """Each kernel of ``k`` (B, 1, S, S) with its entries below ``threshold`` x its peak zeroed and its
     8-connected pieces holding less than ``min_mass`` of the mass removed; nonnegative, sum 1.
 
-    The classical estimator's kernel projection (Cho & Lee 2009; Pan et al.), applied to a
-    diffusion sample and to Stage II's result: a sample carries a faint haze over the whole canvas
-    and each reblur gradient step adds a dense, low ripple, which cost little kernel MNC but several
-    dB in ``F(y, k)`` (docs/deblur.md, "Kernel clean-up"). ``threshold = 0`` only projects.
+    The classical estimator's kernel projection (Cho & Lee 2009; Pan et al.), applied by the
+    estimator to the kernel that leaves Stage II (the sample itself without Stage II): a sample
+    carries a faint haze over the whole canvas and each reblur gradient step adds a dense, low
+    ripple, which cost little kernel MNC but several dB in ``F(y, k)`` (docs/deblur.md, "Kernel
+    clean-up after Stage II"). ``threshold = 0`` only projects.
     """
     from kdiff_cli.maths.alternating_steps import drop_small_components
 
