@@ -123,9 +123,7 @@ def k_step(
         k = _k_window(x_canvas, y_canvas, size, settings, window, k0)
     else:
         k = _k_fft(x_canvas, y_canvas, size, settings)
-    k = torch.where(k >= settings.threshold * k.max(), k, torch.zeros_like(k))
-    k = drop_small_components(ops.normalize_kernel(k), settings.min_component)
-    return ops.center_kernel(ops.normalize_kernel(k))
+    return ops.center_kernel(sparse_projection(k, settings.threshold, settings.min_component))
 
 
 def _k_fft(x_canvas, y_canvas, size, settings) -> torch.Tensor:
@@ -187,6 +185,15 @@ def _k_window(x_canvas, y_canvas, size, settings, window, k0) -> torch.Tensor:
         rr_new = r.square().sum()
         p, rr = r + (rr_new / rr) * p, rr_new
     return k
+
+
+def sparse_projection(k: torch.Tensor, threshold: float, min_mass: float) -> torch.Tensor:
+    """The kernel clean-up of the k-step, not centred: values of ``k`` (1, 1, h, w) below
+    ``threshold * max`` zeroed, pieces holding less than ``min_mass`` removed, nonnegative, sum 1
+    (also the clean-up of Kernel-Diff's Stage II result, :func:`kdiff_cli.maths.guidance.clean_kernel`)."""
+    k = torch.where(k >= threshold * k.max(), k, torch.zeros_like(k))
+    k = drop_small_components(ops.normalize_kernel(k), min_mass)
+    return ops.normalize_kernel(k)
 
 
 def drop_small_components(k: torch.Tensor, min_mass: float) -> torch.Tensor:

@@ -89,15 +89,12 @@ def clean_kernel(k: torch.Tensor, threshold: float = CLEAN_THRESHOLD, min_mass: 
     ripple, which cost little kernel MNC but several dB in ``F(y, k)`` (docs/deblur.md, "Kernel
     clean-up after Stage II"). ``threshold = 0`` only projects.
     """
-    from kdiff_cli.maths.alternating_steps import drop_small_components
+    from kdiff_cli.maths.alternating_steps import sparse_projection
 
     k = ops.normalize_kernel(k)
-    if threshold <= 0:
+    if threshold <= 0 or k.shape[0] == 0:
         return k
-    peak = k.flatten(1).amax(1).reshape(-1, 1, 1, 1)
-    k = ops.normalize_kernel(torch.where(k >= threshold * peak, k, torch.zeros_like(k)))
-    pieces = [drop_small_components(k[b : b + 1], min_mass) for b in range(k.shape[0])]
-    return ops.normalize_kernel(torch.cat(pieces)) if pieces else k
+    return torch.cat([sparse_projection(kb, threshold, min_mass) for kb in k.split(1)])
 
 
 @dataclass
