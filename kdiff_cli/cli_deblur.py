@@ -54,6 +54,7 @@ def deblur_cmd(
     kernel_threshold: Annotated[float, typer.Option(help="Blind: the kernel leaving Stage II (the sample with --refine-steps 0) keeps only entries >= this fraction of its peak, without pieces under 5% of its mass (0: off; docs/deblur.md).", rich_help_panel=RESEARCH)] = 0.1,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).", rich_help_panel=RESEARCH)] = None,
     final_sigma_floor: Annotated[float, typer.Option(help="Blind, --no-classical: the final deconvolution regularises as if the noise std were at least this.", rich_help_panel=RESEARCH)] = 0.03,
+    lights_sigma: Annotated[float, typer.Option(help="Blind, photos where isolated light streaks agree on a blur (night shots): the kernel choice and the final deconvolution regularise as if the noise std were at least this, against ringing around clipped lights (0: off; docs/deblur.md).", rich_help_panel=RESEARCH)] = 0.03,
     kernel_uncertainty: Annotated[float, typer.Option(help="Blind: u in sigma_final^2 = sigma^2 + u (1 - MNC of the sample and the classical candidate); the kernels' disagreement as extra noise (docs/deblur.md).", rich_help_panel=RESEARCH)] = 0.006,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RESEARCH)] = "auto",
     tile: Annotated[Optional[int], typer.Option(help="Tile side of the final deconvolution (default: the solver's: 2048 for wiener and hqs, so photos up to 4 MP are solved whole; 512 for dwdn and unrolled). Each tile is solved with a halo of twice the kernel size.", rich_help_panel=RESEARCH)] = None,
@@ -75,7 +76,7 @@ def deblur_cmd(
     options = {
         **preset, "refiner": refiner, "classical": classical, "solver": solver,
         "guidance_scale": guidance_scale, "route": route, "kernel_threshold": kernel_threshold, "roi": parse_roi(roi) if kernel is None else None, "downscale": downscale,
-        "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
+        "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "lights_sigma": lights_sigma, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
         "kernel_size": kernel_size, "linear": linear, "choice": choice, "fallback": fallback,
         "final_solver": final_solver or "auto", "coarse_scales": coarse_scales,
     }
@@ -86,7 +87,7 @@ def deblur_cmd(
     if method not in ("kernel-diff", "unguided") and final_solver is not None:
         raise KdiffError(f"--final-solver applies to --method kernel-diff and unguided, not {method}")
     if method not in ("kernel-diff", "unguided"):
-        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales", "kernel_threshold", "fast_guidance"):  # Kernel-Diff settings only
+        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales", "kernel_threshold", "fast_guidance", "lights_sigma"):  # Kernel-Diff settings only
             options.pop(name, None)
 
     bars: dict = {}

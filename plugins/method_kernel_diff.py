@@ -88,6 +88,7 @@ class KernelDiff:
             "scale": est.scale,
             "plan": est.plan,
             "scores": est.scores,
+            "fallback_scores": est.fallback_scores,
             "trace": est.trace,
             "refine_trace": est.refine_trace,
             "seconds": res.seconds,

@@ -42,6 +42,7 @@ class ReportEntry:
     scale: int | None  # Kernel-Diff: downscale factor at which the kernel prior ran (1: full resolution)
     plan: dict[str, Any] | None  # Kernel-Diff: how scale and kernel size were chosen (kdiff_cli.blind.scale)
     scores: list[float] | None  # Kernel-Diff --choice sparsity: (sample, classical) normalized sparsity of F(y, k)
+    fallback_scores: list[float] | None  # Kernel-Diff, photos with light streaks: (kernel, delta) scores of the final solver
     seconds: float  # time spent by the method on this image
     warnings: list[str]  # what kdiff changed about the input or output (alpha dropped, values clipped, ...)
 
@@ -79,6 +80,7 @@ def report_entry(
         scale=None if est is None else int(est.scale),
         plan=None if est is None else est.plan,
         scores=None if est is None else est.scores,
+        fallback_scores=None if est is None else est.fallback_scores,
         seconds=round(seconds, 3),
         warnings=list(warnings or []),
     )

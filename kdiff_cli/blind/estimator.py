@@ -81,7 +81,8 @@ def estimate_kernel(
         k_classical = None
         if where.coarse_k is not None:
             k_classical = scale.to_scale(where.coarse_k, where.coarse_factor, where.factor, S)
-        est = _estimate_at(y, model, schedule, solver, settings, where.factor, callback, k_classical)
+        est = _estimate_at(y, model, schedule, solver, settings, where.factor, callback, k_classical,
+                           lights=lights_floor(where.streaks, settings) > 0)
     est.k = upscale_kernel(est.k, est.scale)
     if where.kernel_size is not None:
         est.k = ops.center_kernel(ops.normalize_kernel(ops.resize_kernel_canvas(est.k, where.kernel_size)))
@@ -122,7 +123,33 @@ def _no_blur_found(y, solver, settings: BlindSettings, where: scale.ScalePlan) -
     return KernelEstimate(k, [], 0, (x0, y0, w, h), 1, kept="none", none_residual=residual, plan=where.report())
 
 
-def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_classical=None) -> KernelEstimate:
+def lights_floor(streaks: int | None, settings: BlindSettings) -> float:
+    """The noise floor of the MAP_k scores and of the final image: ``settings.lights_sigma`` on a
+    photo where light streaks agreed on the coarse kernel (``streaks``: how many; None: no lights),
+    else 0 (the usual floors apply). Clipped lights and the camera's tone curve break ``y = k * x``
+    around them; regularised as for noise 0.01, the right streak kernel rings there and loses the
+    choice to the input (real-blur's car3 and night5; docs/deblur.md)."""
+    return settings.lights_sigma if streaks is not None else 0.0
+
+
+def lights_keep_input(est: KernelEstimate, win, solver, settings: BlindSettings, k: torch.Tensor, sigma) -> bool:
+    """The fallback on a photo with light streaks: keep ``y`` unless the final solver (``hqs`` on
+    photos) deconvolves the window with ``k`` more sparsely than with the delta by
+    :data:`kdiff_cli.maths.choice.LIGHTS_MARGIN`, both regularised for noise ``settings.lights_sigma``.
+
+    The ``wiener`` scores of the choice hand such photos to the input even with the right streak
+    kernel (its solve rings around the clipped lights: real-blur's car3, whose plate becomes
+    readable); the sparse prior of the final solver does not ring there, but it also makes any
+    kernel's output sparser than the input's, hence the margin. The two scores (kernel, delta) are
+    recorded in ``est.fallback_scores``.
+    """
+    scorer = final_solver(solver, settings, win.device, photo=True)
+    pair = choice.sparsity_scores(scorer, win, [k, choice.delta_like(k)], sigma, floor=settings.lights_sigma)
+    est.fallback_scores = [float(v) for v in pair]
+    return not bool(pair[1] > (1 + choice.LIGHTS_MARGIN) * pair[0])
+
+
+def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_classical=None, lights: bool = False) -> KernelEstimate:
     ys = downscale(y, factor)
     H, W = ys.shape[-2:]
     S = model.kernel_size
@@ -134,7 +161,7 @@ def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_class
     if not settings.classical or k_classical is not None:
         est = _sample_and_refine(win, model, schedule, solver, settings, factor, roi, callback)
         if settings.classical:  # photo scale brings the coarse pass's kernel (kdiff_cli.blind.scale)
-            _weigh_classical(est, win, solver, settings, k_classical)
+            _weigh_classical(est, win, solver, settings, k_classical, lights)
         return est
     # the classical estimate of the same window does not depend on Stage I: both run at once
     # (kdiff_cli.threads: chains of small single-threaded FFTs, which 2 cores do side by side)
@@ -206,12 +233,14 @@ def _classical_kernel(win: torch.Tensor, S: int, stage: str, callback) -> torch.
     return alternating.estimate_kernel(win, alternating.AlternatingSettings(kernel_size=S), on_round).k
 
 
-def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, k_c: torch.Tensor) -> None:
+def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, k_c: torch.Tensor, lights: bool = False) -> None:
     """MAP_k over one more candidate ``k_c``: the classical alternating estimate of the same window.
 
     It replaces the sample when it scores lower (``--choice``: the normalized sparsity of
     ``F(y, k)``, or the reblur penalty). The two fail on different images, so the choice gains over
-    either (docs/deblur.md).
+    either (docs/deblur.md). ``lights``: a photo with light streaks (:func:`lights_floor`): the
+    scores regularise for noise ``settings.lights_sigma``, and the fallback asks the final solver
+    (:func:`lights_keep_input`).
     """
     k_c = k_c.to(device=est.k.device, dtype=est.k.dtype)
     g = ReblurGuidance(solver, win, settings.sigma, discrepancy=settings.discrepancy)
@@ -221,9 +250,16 @@ def _weigh_classical(est: KernelEstimate, win, solver, settings: BlindSettings, 
     est.agreement = float(ops.mnc(est.k[0, 0].double(), k_c[0, 0].double()).clamp(0, 1))
     if settings.choice == "sparsity":  # kdiff_cli.maths.choice: the reblur residual rewards a dot
         candidates = [est.k, k_c] + ([choice.delta_like(k_c)] if settings.fallback else [])
-        score = choice.sparsity_scores(solver, win, candidates, noise_level(settings.sigma, win))
+        sigma = noise_level(settings.sigma, win)
+        floor = settings.lights_sigma if lights else choice.SIGMA_FLOOR
+        score = choice.sparsity_scores(solver, win, candidates, sigma, floor=floor)
         est.scores = [float(v) for v in score]
-        if settings.fallback and choice.keep_input(score):
+        if lights and settings.fallback:
+            best = est.k if bool(score[0] <= score[1]) else k_c
+            keep = lights_keep_input(est, win, solver, settings, best, sigma)
+        else:
+            keep = settings.fallback and choice.keep_input(score)
+        if keep:
             # neither kernel makes F(y, k) sharper than y itself: keep the input (no photo made worse)
             est.k, est.kept = choice.delta_like(k_c), "none"
             with torch.no_grad():
@@ -272,7 +308,8 @@ def deblur_image(y: torch.Tensor, model: torch.nn.Module, schedule, solver: torc
     est = estimate_kernel(y_work, model, schedule, solver, settings, callback)
     photo = est.plan is not None and est.plan.get("how") == "coarse"
     with torch.no_grad():
-        sigma = final_sigma(noise_level(settings.sigma, y_work), est.agreement, settings, photo=photo)
+        sigma = final_sigma(noise_level(settings.sigma, y_work), est.agreement, settings, photo=photo,
+                            floor=lights_floor(est.plan.get("streaks"), settings) if photo else 0.0)
     x = final_image(y, est, sigma, solver, settings)
     return BlindResult(x, est, time.perf_counter() - start, float(sigma.reshape(-1)[0]))
 

@@ -44,7 +44,8 @@ def memory_estimate(shape: tuple[int, ...], tile: int, tile_bytes_per_pixel: int
 PHOTO_SIGMA_FLOOR = 0.01
 
 
-def final_sigma(sigma: torch.Tensor, agreement: float | None, settings: BlindSettings, photo: bool = False) -> torch.Tensor:
+def final_sigma(sigma: torch.Tensor, agreement: float | None, settings: BlindSettings, photo: bool = False,
+                floor: float = 0.0) -> torch.Tensor:
     """Noise level the final ``x = F(y, k)`` regularises with: an estimated kernel is never exact.
 
     With two independent estimates (the diffusion sample and the classical candidate), their
@@ -59,10 +60,11 @@ def final_sigma(sigma: torch.Tensor, agreement: float | None, settings: BlindSet
     coarse pass and the prior's 64 px sample is no independent check of it (they disagreed at MNC
     0.5-0.75 while the coarse kernel was at 0.9 on lai-uniform): ``sigma`` clamped at
     :data:`PHOTO_SIGMA_FLOOR` (measured on 9 lai-uniform photos: 19.51 dB against 18.30 with the
-    disagreement term; docs/deblur.md).
+    disagreement term; docs/deblur.md). ``floor``: a further lower bound (a photo with light streaks:
+    ``settings.lights_sigma``, :func:`kdiff_cli.blind.estimator.lights_floor`).
     """
     if photo:
-        return sigma.clamp(min=PHOTO_SIGMA_FLOOR)
+        return sigma.clamp(min=max(PHOTO_SIGMA_FLOOR, floor))
     if agreement is None or settings.kernel_uncertainty is None:
         return sigma.clamp(min=settings.final_sigma_floor)
     return (sigma.square() + settings.kernel_uncertainty * (1.0 - float(agreement))).sqrt()

@@ -30,6 +30,7 @@ class KernelEstimate:
     kept: str = "sample"  # "sample" (the diffusion sample ``chosen``), "classical" or "none" (the fallback: y kept)
     agreement: float | None = None  # MNC between the sample and the classical candidate (None: not run)
     scores: list[float] | None = None  # --choice sparsity: (sample, classical[, delta]) normalized sparsity of F(y, k)
+    fallback_scores: list[float] | None = None  # photos with light streaks: (kernel, delta) scores of the final solver (estimator.lights_keep_input)
     none_residual: float | None = None  # kept "none": the reblur residual of the delta kernel
     plan: dict | None = None  # the scale plan (kdiff_cli.blind.scale.ScalePlan.report): factor, kernel_size, how, ...
 

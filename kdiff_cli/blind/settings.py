@@ -46,6 +46,7 @@ class BlindSettings:
     sigma: float | None = None  # noise std of y (None: estimated)
     final_sigma_floor: float = 0.03  # without a second candidate: the final x = F(y, k) regularises as if sigma >= this
     kernel_uncertainty: float | None = 0.006  # u: with the classical candidate, sigma_final^2 = sigma^2 + u (1 - agreement); None: the floor
+    lights_sigma: float = 0.03  # photos where light streaks agreed on the coarse kernel (plan.streaks): the MAP_k scores and the final x = F(y, k) regularise as if sigma >= this (0: off)
     linear: bool = False  # estimate and deconvolve in linear light (sRGB decoded), write back encoded
     seed: int = 0
     tile: int | None = None  # tile side of the final deconvolution (None: the final solver's, 2048 for wiener/hqs)
@@ -54,7 +55,7 @@ class BlindSettings:
     #: kernel-diff:KEY=VALUE`` hands over parsed values, coerced here as config overrides are
     _NUMBERS = {"steps": (0, True), "samples": (0, False), "refine_steps": (0, True), "guidance_scale": (0.0, False),
                 "discrepancy": (0.0, True), "kernel_threshold": (0.0, False), "window": (0, False), "sigma": (0.0, True), "final_sigma_floor": (0.0, False),
-                "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, True),
+                "lights_sigma": (0.0, False), "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, True),
                 "kernel_size": (0, True), "coarse_scales": (0, False)}
 
     def __post_init__(self) -> None:
@@ -99,6 +100,8 @@ class BlindSettings:
             raise KdiffError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
         if not self.final_sigma_floor >= 0:
             raise KdiffError(f"--final-sigma-floor must be >= 0, got {self.final_sigma_floor}")
+        if not 0 <= self.lights_sigma <= 1:
+            raise KdiffError(f"--lights-sigma must be in [0, 1], got {self.lights_sigma}")
         if self.kernel_uncertainty is not None and not self.kernel_uncertainty >= 0:
             raise KdiffError(f"--kernel-uncertainty must be >= 0, got {self.kernel_uncertainty}")
         if self.coarse_scales < 1:

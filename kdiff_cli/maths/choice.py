@@ -33,6 +33,11 @@ SIGMA_FLOOR = 0.01
 #: (real-blur, 2026-11-30: a visibly sharper boat1 scored 0.3% above its input; the ringing output of
 #: a wrong kernel on text3 14% above, on lai-uniform's wrong kernels more)
 FALLBACK_MARGIN = 0.05
+#: photos with light streaks (kdiff_cli.blind.estimator.lights_keep_input): the final solver's sparse
+#: prior lowers any kernel's score, so a kernel is used only when the input's own score is this
+#: fraction above it (real-blur, 2026-12-01: car3's and night5's streak kernels 1.84 and 1.48; the
+#: input kept at 1.01-1.15 on istanbul, vase and street2; docs/deblur.md, "Night shots")
+LIGHTS_MARGIN = 0.15
 
 
 def normalized_sparsity(x: torch.Tensor, border: int = BORDER, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -61,13 +66,14 @@ def delta_like(k: torch.Tensor) -> torch.Tensor:
     return d
 
 
-def sparsity_scores(solver: torch.nn.Module, y: torch.Tensor, kernels: list[torch.Tensor], sigma: torch.Tensor) -> torch.Tensor:
+def sparsity_scores(solver: torch.nn.Module, y: torch.Tensor, kernels: list[torch.Tensor], sigma: torch.Tensor,
+                    floor: float = SIGMA_FLOOR) -> torch.Tensor:
     """The normalized sparsity of ``F(y, k)`` for each candidate kernel (len(kernels),); lower is sharper.
 
-    ``y`` (1, C, H, W) the estimation window; ``sigma`` its noise level, floored at :data:`SIGMA_FLOOR`
-    and the same for every candidate.
+    ``y`` (1, C, H, W) the estimation window; ``sigma`` its noise level, floored at ``floor``
+    (:data:`SIGMA_FLOOR`) and the same for every candidate.
     """
-    s = sigma.reshape(-1)[:1].clamp(min=SIGMA_FLOOR)
+    s = sigma.reshape(-1)[:1].clamp(min=max(floor, SIGMA_FLOOR))
     reach = max(k.shape[-1] for k in kernels)
     valid = ~camera.clipped(y, grow=reach)
     if valid.float().mean() < 0.2:  # mostly clipped: score everything rather than nothing
@@ -82,4 +88,4 @@ def keep_input(scores: torch.Tensor, margin: float = FALLBACK_MARGIN) -> bool:
     return bool(scores[-1] < (1 - margin) * scores[:-1].min())
 
 
-__all__ = ["normalized_sparsity", "sparsity_scores", "delta_like", "keep_input", "SIGMA_FLOOR", "FALLBACK_MARGIN"]
+__all__ = ["normalized_sparsity", "sparsity_scores", "delta_like", "keep_input", "SIGMA_FLOOR", "FALLBACK_MARGIN", "LIGHTS_MARGIN"]

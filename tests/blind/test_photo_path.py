@@ -71,6 +71,58 @@ def test_agreeing_light_streaks_give_the_kernel(tiny_weights):
     assert 9 <= info["plan"]["extent"] <= 13  # the streaks' 11 px path
 
 
+def test_light_streaks_raise_the_noise_floor_and_the_final_solver_decides_the_fallback(tiny_weights):
+    """A photo whose lights agreed on a streak: the scores and the final image regularise for noise
+    >= lights_sigma, and the input is kept unless the final solver's score of the kernel beats the
+    delta's by choice.LIGHTS_MARGIN; lights_sigma=0 is the previous release (noise floor 0.01, the
+    wiener fallback)."""
+    from kdiff_cli.maths import camera, choice
+
+    k = torch.zeros(1, 1, 15, 15)
+    for t, r in enumerate([4, 5, 6, 7, 8, 9, 8, 7, 6, 7, 8]):
+        k[0, 0, r, 2 + t] = 1.0
+    k = ops.normalize_kernel(k)
+    x = torch.full((1, 3, 320, 320), 0.003, dtype=torch.float64)
+    for i in range(6):
+        x[..., 40 + 45 * i, 60 + 40 * (i % 4)] = 50.0
+    y = camera.to_encoded(ops.conv2d(x, k.double()).clamp(0, 1)).float()
+    method = plugins.get("method", "kernel-diff")
+    opts = dict(weights=str(tiny_weights), steps=2, refine_steps=1)
+    info = method.run(y, **opts).info
+    assert info["plan"]["streaks"] >= 3 and abs(info["final_sigma"] - 0.03) < 1e-6
+    kernel, delta = info["fallback_scores"]
+    assert (info["kept"] == "none") == (not delta > (1 + choice.LIGHTS_MARGIN) * kernel)
+    off = method.run(y, lights_sigma=0.0, **opts).info
+    assert off["fallback_scores"] is None and len(off["scores"]) == 3 and abs(off["final_sigma"] - 0.01) < 1e-6
+    assert (off["kept"] == "none") == (off["scores"][2] < (1 - choice.FALLBACK_MARGIN) * min(off["scores"][:2]))
+    assert off["scores"] != info["scores"]  # the floor changed what the scores regularise with
+
+
+def test_light_streaks_kernel_kept_when_the_final_solver_prefers_it(tiny_weights, monkeypatch):
+    """With no margin to clear (monkeypatched) the streak photo is deblurred, at the lights floor."""
+    from kdiff_cli.maths import camera, choice
+
+    monkeypatch.setattr(choice, "LIGHTS_MARGIN", -0.5)
+    k = torch.zeros(1, 1, 15, 15)
+    k[0, 0, 7, 2:13] = 1 / 11
+    x = torch.full((1, 3, 320, 320), 0.003, dtype=torch.float64)
+    for i in range(6):
+        x[..., 40 + 45 * i, 60 + 40 * (i % 4)] = 50.0
+    y = camera.to_encoded(ops.conv2d(x, k.double()).clamp(0, 1)).float()
+    res = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1)
+    assert res.info["plan"]["streaks"] >= 3 and res.info["kept"] in ("sample", "classical")
+    assert abs(res.info["final_sigma"] - 0.03) < 1e-6 and not torch.equal(res.x, y)
+
+
+def test_no_streaks_no_lights_floor():
+    from kdiff_cli.blind.estimator import lights_floor
+    from kdiff_cli.blind.settings import BlindSettings
+
+    assert lights_floor(None, BlindSettings()) == 0.0
+    assert lights_floor(4, BlindSettings()) == 0.03
+    assert lights_floor(4, BlindSettings(lights_sigma=0.0)) == 0.0
+
+
 def test_crop_scale_classical_candidate_runs_beside_stage_one(tiny_weights):
     """The crop path runs the classical estimate on a worker thread: the result is the sequential
     one's (per seed), every stage still reports, and the torch thread count is restored."""

@@ -29,6 +29,9 @@ def test_settings_and_roi_validation():
     for bad in (-0.1, 1.0):
         with pytest.raises(KdiffError, match="--kernel-threshold must be in"):
             BlindSettings(kernel_threshold=bad).validate()
+    for bad in (-0.01, 1.5, float("nan")):
+        with pytest.raises(KdiffError, match="--lights-sigma must be in"):
+            BlindSettings(lights_sigma=bad).validate()
     # the guidance solver: the cheaper copy, except for the paper's pipeline (reblur Stage II); given, it wins
     assert BlindSettings().effective_fast_guidance() and not BlindSettings(refiner="reblur").effective_fast_guidance()
     assert BlindSettings(refiner="reblur", fast_guidance=True).effective_fast_guidance()

@@ -74,6 +74,8 @@ CASES = [
     ("deblur-steps-0", ["deblur", "{d}/a.png", "--out", "{d}/o", "--weights", "{w}", "--steps", "0"], {}, [], 2, "--steps must be >= 1"),
     ("deblur-kernel-threshold-1", ["deblur", "{d}/a.png", "--out", "{d}/o", "--weights", "{w}", "--kernel-threshold", "1"], {}, [], 2,
      "--kernel-threshold must be in [0, 1), got 1.0"),
+    ("deblur-lights-sigma-negative", ["deblur", "{d}/a.png", "--out", "{d}/o", "--weights", "{w}", "--lights-sigma", "-0.5"], {}, [], 2,
+     "--lights-sigma must be in [0, 1], got -0.5"),
     ("deblur-tile-0", ["deblur", "{d}/a.png", "--out", "{d}/o", "--kernel", "{d}/k9.npy", "--tile", "0"], {}, ["k9.npy"], 2,
      "--tile must be at least 16 pixels"),
     ("deblur-tile-under-kernel", ["deblur", "{d}/a.png", "--out", "{d}/o", "--kernel", "{d}/k9.npy", "--tile", "16"], {}, ["k9.npy"], 2,
