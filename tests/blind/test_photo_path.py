@@ -55,17 +55,24 @@ def test_fallback_keeps_the_input_when_no_kernel_sharpens_it(tiny_weights):
     assert off.info["kept"] in ("sample", "classical") and len(off.info["scores"]) == 2 and off.estimate.kept_input_reason is None
 
 
-def test_agreeing_light_streaks_give_the_kernel(tiny_weights):
+def _night_photo(k: torch.Tensor | None = None) -> torch.Tensor:
+    """A dark 320 x 320 photo of six point lights, far beyond the sensor's range, blurred by ``k``
+    (default: an 11 px zigzag streak) and encoded as a camera would: clipped streaks."""
     from kdiff_cli.maths import camera
 
-    k = torch.zeros(1, 1, 15, 15)
-    for t, r in enumerate([4, 5, 6, 7, 8, 9, 8, 7, 6, 7, 8]):
-        k[0, 0, r, 2 + t] = 1.0
+    if k is None:
+        k = torch.zeros(1, 1, 15, 15)
+        for t, r in enumerate([4, 5, 6, 7, 8, 9, 8, 7, 6, 7, 8]):
+            k[0, 0, r, 2 + t] = 1.0
     k = ops.normalize_kernel(k)
     x = torch.full((1, 3, 320, 320), 0.003, dtype=torch.float64)
     for i in range(6):
-        x[..., 40 + 45 * i, 60 + 40 * (i % 4)] = 50.0  # point lights far beyond the sensor's range
-    y = camera.to_encoded(ops.conv2d(x, k.double()).clamp(0, 1)).float()
+        x[..., 40 + 45 * i, 60 + 40 * (i % 4)] = 50.0
+    return camera.to_encoded(ops.conv2d(x, k.double()).clamp(0, 1)).float()
+
+
+def test_agreeing_light_streaks_give_the_kernel(tiny_weights):
+    y = _night_photo()
     _, k_est, info = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1)
     assert info["plan"]["streaks"] >= 3 and len(info["scores"]) == 3  # a candidate of the choice, not trusted blindly
     assert 9 <= info["plan"]["extent"] <= 13  # the streaks' 11 px path
@@ -76,16 +83,9 @@ def test_light_streaks_raise_the_noise_floor_and_the_final_solver_decides_the_fa
     >= lights_sigma, and the input is kept unless the final solver's score of the kernel beats the
     delta's by choice.LIGHTS_MARGIN; lights_sigma=0 is the previous release (noise floor 0.01, the
     wiener fallback)."""
-    from kdiff_cli.maths import camera, choice
+    from kdiff_cli.maths import choice
 
-    k = torch.zeros(1, 1, 15, 15)
-    for t, r in enumerate([4, 5, 6, 7, 8, 9, 8, 7, 6, 7, 8]):
-        k[0, 0, r, 2 + t] = 1.0
-    k = ops.normalize_kernel(k)
-    x = torch.full((1, 3, 320, 320), 0.003, dtype=torch.float64)
-    for i in range(6):
-        x[..., 40 + 45 * i, 60 + 40 * (i % 4)] = 50.0
-    y = camera.to_encoded(ops.conv2d(x, k.double()).clamp(0, 1)).float()
+    y = _night_photo()
     method = plugins.get("method", "kernel-diff")
     opts = dict(weights=str(tiny_weights), steps=2, refine_steps=1)
     info = method.run(y, **opts).info
@@ -100,15 +100,12 @@ def test_light_streaks_raise_the_noise_floor_and_the_final_solver_decides_the_fa
 
 def test_light_streaks_kernel_kept_when_the_final_solver_prefers_it(tiny_weights, monkeypatch):
     """With no margin to clear (monkeypatched) the streak photo is deblurred, at the lights floor."""
-    from kdiff_cli.maths import camera, choice
+    from kdiff_cli.maths import choice
 
     monkeypatch.setattr(choice, "LIGHTS_MARGIN", -0.5)
     k = torch.zeros(1, 1, 15, 15)
-    k[0, 0, 7, 2:13] = 1 / 11
-    x = torch.full((1, 3, 320, 320), 0.003, dtype=torch.float64)
-    for i in range(6):
-        x[..., 40 + 45 * i, 60 + 40 * (i % 4)] = 50.0
-    y = camera.to_encoded(ops.conv2d(x, k.double()).clamp(0, 1)).float()
+    k[0, 0, 7, 2:13] = 1.0  # a straight 11 px streak
+    y = _night_photo(k)
     res = plugins.get("method", "kernel-diff").run(y, weights=str(tiny_weights), steps=2, refine_steps=1)
     assert res.info["plan"]["streaks"] >= 3 and res.info["kept"] in ("sample", "classical")
     assert abs(res.info["final_sigma"] - 0.03) < 1e-6 and not torch.equal(res.x, y)
