@@ -146,7 +146,7 @@ def lights_keep_input(est: KernelEstimate, win, solver, settings: BlindSettings,
     scorer = final_solver(solver, settings, win.device, photo=True)
     pair = choice.sparsity_scores(scorer, win, [k, choice.delta_like(k)], sigma, floor=settings.lights_sigma)
     est.fallback_scores = [float(v) for v in pair]
-    return not bool(pair[1] > (1 + choice.LIGHTS_MARGIN) * pair[0])
+    return choice.keep_input_lights(pair)
 
 
 def _estimate_at(y, model, schedule, solver, settings, factor, callback, k_classical=None, lights: bool = False) -> KernelEstimate:

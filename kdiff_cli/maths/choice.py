@@ -89,4 +89,12 @@ def keep_input(scores: torch.Tensor, margin: float = FALLBACK_MARGIN) -> bool:
     return bool(scores[-1] < (1 - margin) * scores[:-1].min())
 
 
-__all__ = ["normalized_sparsity", "sparsity_scores", "delta_like", "keep_input", "SIGMA_FLOOR", "FALLBACK_MARGIN", "LIGHTS_MARGIN"]
+def keep_input_lights(pair: torch.Tensor, margin: float | None = None) -> bool:
+    """The fallback on a photo with light streaks, scored by the final solver: (kernel, delta)
+    ``pair``; the input is kept unless the delta's score exceeds the kernel's by ``margin``
+    (:data:`LIGHTS_MARGIN`; that solver's sparse prior lowers any kernel's score)."""
+    margin = LIGHTS_MARGIN if margin is None else margin
+    return not bool(pair[1] > (1 + margin) * pair[0])
+
+
+__all__ = ["normalized_sparsity", "sparsity_scores", "delta_like", "keep_input", "keep_input_lights", "SIGMA_FLOOR", "FALLBACK_MARGIN", "LIGHTS_MARGIN"]

@@ -53,3 +53,10 @@ def test_fallback_needs_a_clear_margin():
     assert not choice.keep_input(torch.tensor([100.0, 98.0, 89.5]))  # 8.7% lower: real-blur's face, visibly sharper deblurred
     assert not choice.keep_input(torch.tensor([100.0, 98.0, 95.0]))  # 3% lower: deconvolution noise, not failure
     assert not choice.keep_input(torch.tensor([100.0, 98.0, 99.0]))
+
+
+def test_lights_fallback_needs_the_kernel_clearly_sparser():
+    assert not choice.keep_input_lights(torch.tensor([42.2, 77.5]))  # car3's streak kernel: 1.84
+    assert choice.keep_input_lights(torch.tensor([93.4, 94.7]))  # istanbul: 1.01, the input kept
+    assert choice.keep_input_lights(torch.tensor([100.0, 115.0]))  # exactly the margin: still kept
+    assert not choice.keep_input_lights(torch.tensor([100.0, 115.0]), margin=0.1)
