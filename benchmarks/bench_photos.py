@@ -81,6 +81,7 @@ CONFIGS = {
     "discrepancy 1": {"discrepancy": 1.0},
     "no kernel clean-up (previous release)": {"kernel_threshold": 0.0},
     "no lights floor (previous release)": {"lights_sigma": 0.0},
+    "no polish (previous release)": {"polish": 0},
 }
 #: --set val: generated kernels of the sizes of lai-uniform's (31 to 75 px), one per photo in turn
 VAL_KERNEL_SIZES = (31, 51, 75)
@@ -218,7 +219,7 @@ def lai_benchmark(args, model, schedule, solver) -> dict:
                     res = deblur_image(files.to_tensor(y), model, schedule, solver, settings)
                     xe, ke = res.x, res.estimate.k
                     info = {"kept": res.estimate.kept, "plan": res.estimate.plan, "scores": res.estimate.scores,
-                            "fallback_scores": res.estimate.fallback_scores}
+                            "fallback_scores": res.estimate.fallback_scores, "polish": res.estimate.polish}
                 seconds = time.perf_counter() - t0
                 # --also-final: the same estimate finished by another solver (not in the seconds)
                 finished = {f: final_image(files.to_tensor(y), res.estimate, res.sigma, solver,

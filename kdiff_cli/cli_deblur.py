@@ -45,6 +45,7 @@ def deblur_cmd(
     weights: Annotated[Optional[str], typer.Option(help="Kernel-diff weights: shipped name or .safetensors path.", rich_help_panel=RESEARCH)] = None,
     solver_weights: Annotated[Optional[Path], typer.Option(help="Solver weights .safetensors (default: the shipped ones).", rich_help_panel=RESEARCH)] = None,
     roi: Annotated[Optional[str], typer.Option(help="Kernel-estimation window x,y,w,h (default: strongest edges).", rich_help_panel=RESEARCH)] = None,
+    polish: Annotated[int, typer.Option(help="Blind, photos: rounds of the full-resolution kernel polish on the strongest-edge 512 px window, kept only when its deconvolution is sharper (default 20; 0: off; docs/deblur.md).", metavar="N", rich_help_panel=RESEARCH)] = 20,
     coarse_scales: Annotated[int, typer.Option(help="Photos: run the coarse pass at this many scales (the coarse factor, then doubled) and keep the estimate that deconvolves most sparsely (default 2; 1: one scale).", metavar="N", rich_help_panel=RESEARCH)] = 2,
     downscale: Annotated[str, typer.Option(help="auto or N: run the kernel prior on the image downscaled N times (auto: where the blur fits its canvas).", rich_help_panel=RESEARCH)] = "auto",
     guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2 (default measured, see docs/deblur.md).", rich_help_panel=RESEARCH)] = 4.0,
@@ -78,7 +79,7 @@ def deblur_cmd(
         "guidance_scale": guidance_scale, "route": route, "kernel_threshold": kernel_threshold, "roi": parse_roi(roi) if kernel is None else None, "downscale": downscale,
         "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "lights_sigma": lights_sigma, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
         "kernel_size": kernel_size, "linear": linear, "choice": choice, "fallback": fallback,
-        "final_solver": final_solver or "auto", "coarse_scales": coarse_scales,
+        "final_solver": final_solver or "auto", "coarse_scales": coarse_scales, "polish": polish,
     }
     if fast_guidance is not None:  # absent: BlindSettings decides by the refiner
         options["fast_guidance"] = fast_guidance
@@ -87,7 +88,7 @@ def deblur_cmd(
     if method not in ("kernel-diff", "unguided") and final_solver is not None:
         raise KdiffError(f"--final-solver applies to --method kernel-diff and unguided, not {method}")
     if method not in ("kernel-diff", "unguided"):
-        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales", "kernel_threshold", "fast_guidance", "lights_sigma"):  # Kernel-Diff settings only
+        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales", "kernel_threshold", "fast_guidance", "lights_sigma", "polish"):  # Kernel-Diff settings only
             options.pop(name, None)
 
     bars: dict = {}

@@ -89,6 +89,7 @@ class KernelDiff:
             "plan": est.plan,
             "scores": est.scores,
             "fallback_scores": est.fallback_scores,
+            "polish": est.polish,
             "trace": est.trace,
             "refine_trace": est.refine_trace,
             "seconds": res.seconds,

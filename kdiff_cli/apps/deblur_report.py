@@ -43,6 +43,7 @@ class ReportEntry:
     plan: dict[str, Any] | None  # Kernel-Diff: how scale and kernel size were chosen (kdiff_cli.blind.scale)
     scores: list[float] | None  # Kernel-Diff --choice sparsity: (sample, classical) normalized sparsity of F(y, k)
     fallback_scores: list[float] | None  # Kernel-Diff, photos with light streaks: (kernel, delta) scores of the final solver
+    polish: dict[str, Any] | None  # Kernel-Diff, photos: the full-resolution polish (rounds, kept, scores, window)
     seconds: float  # time spent by the method on this image
     warnings: list[str]  # what kdiff changed about the input or output (alpha dropped, values clipped, ...)
 
@@ -81,6 +82,7 @@ def report_entry(
         plan=None if est is None else est.plan,
         scores=None if est is None else est.scores,
         fallback_scores=None if est is None else est.fallback_scores,
+        polish=None if est is None else est.polish,
         seconds=round(seconds, 3),
         warnings=list(warnings or []),
     )

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from kdiff_cli import plugins, threads
-from kdiff_cli.blind import scale
+from kdiff_cli.blind import polish, scale
 from kdiff_cli.blind.final import deconvolve, final_sigma
 from kdiff_cli.blind.result import BlindResult, KernelEstimate
 from kdiff_cli.blind.settings import DEFAULT_WEIGHTS, BlindSettings, settings_dict
@@ -88,6 +88,12 @@ def estimate_kernel(
         est.k = ops.center_kernel(ops.normalize_kernel(ops.resize_kernel_canvas(est.k, where.kernel_size)))
     if est.kept == "none":  # the fallback's delta stays a delta at full resolution (upsampling spreads it)
         est.k = choice.delta_like(est.k)
+    elif where.how != "crop" and settings.polish > 0:  # photos: refine the upsampled kernel at full resolution
+        est.k, done = polish.polish(y, est.k, settings.polish, solver, noise_level(settings.sigma, y),
+                                    floor=max(choice.SIGMA_FLOOR, lights_floor(where.streaks, settings)))
+        est.polish = done.report()
+        if callback:
+            callback("polishing", 1, 1, {})
     est.plan = where.report()
     return est
 

@@ -32,6 +32,7 @@ class KernelEstimate:
     scores: list[float] | None = None  # --choice sparsity: (sample, classical[, delta]) normalized sparsity of F(y, k)
     fallback_scores: list[float] | None = None  # photos with light streaks: (kernel, delta) scores of the final solver (estimator.lights_keep_input)
     none_residual: float | None = None  # kept "none": the reblur residual of the delta kernel
+    polish: dict | None = None  # photos: the full-resolution polish (kdiff_cli.blind.polish.Polish.report); None: not run
     plan: dict | None = None  # the scale plan (kdiff_cli.blind.scale.ScalePlan.report): factor, kernel_size, how, ...
 
     @property

@@ -47,6 +47,7 @@ class BlindSettings:
     final_sigma_floor: float = 0.03  # without a second candidate: the final x = F(y, k) regularises as if sigma >= this
     kernel_uncertainty: float | None = 0.006  # u: with the classical candidate, sigma_final^2 = sigma^2 + u (1 - agreement); None: the floor
     lights_sigma: float = 0.03  # photos where light streaks agreed on the coarse kernel (plan.streaks): the MAP_k scores and the final x = F(y, k) regularise as if sigma >= this (0: off)
+    polish: int = 20  # photos: rounds of the full-resolution kernel polish (kdiff_cli.blind.polish), kept when sharper (0: off)
     linear: bool = False  # estimate and deconvolve in linear light (sRGB decoded), write back encoded
     seed: int = 0
     tile: int | None = None  # tile side of the final deconvolution (None: the final solver's, 2048 for wiener/hqs)
@@ -56,7 +57,7 @@ class BlindSettings:
     _NUMBERS = {"steps": (0, True), "samples": (0, False), "refine_steps": (0, True), "guidance_scale": (0.0, False),
                 "discrepancy": (0.0, True), "kernel_threshold": (0.0, False), "window": (0, False), "sigma": (0.0, True), "final_sigma_floor": (0.0, False),
                 "lights_sigma": (0.0, False), "kernel_uncertainty": (0.0, True), "seed": (0, False), "tile": (0, True),
-                "kernel_size": (0, True), "coarse_scales": (0, False)}
+                "kernel_size": (0, True), "coarse_scales": (0, False), "polish": (0, False)}
 
     def __post_init__(self) -> None:
         # `kdiff eval --method kernel-diff:downscale=2` parses the value as a number
@@ -104,6 +105,8 @@ class BlindSettings:
             raise KdiffError(f"--lights-sigma must be in [0, 1], got {self.lights_sigma}")
         if self.kernel_uncertainty is not None and not self.kernel_uncertainty >= 0:
             raise KdiffError(f"--kernel-uncertainty must be >= 0, got {self.kernel_uncertainty}")
+        if self.polish < 0:
+            raise KdiffError(f"--polish must be >= 0, got {self.polish}")
         if self.coarse_scales < 1:
             raise KdiffError(f"--coarse-scales must be >= 1, got {self.coarse_scales}")
         if self.window < 32:

@@ -218,7 +218,7 @@ REPORT_TYPES = {
     "input": (str,), "output": (str,), "kernel": (str,), "method": (str,), "quality": (str,), "settings": (dict,),
     "kernel_size": (list,), "residual": (float, None), "residuals": (list, None), "round_residuals": (list, None),
     "kept": (str, None), "classical_residual": (float, None), "agreement": (float, None),
-    "final_sigma": (float, None), "roi": (list, None), "scale": (int, None), "plan": (dict, None), "scores": (list, None), "fallback_scores": (list, None), "seconds": (float,), "warnings": (list,),
+    "final_sigma": (float, None), "roi": (list, None), "scale": (int, None), "plan": (dict, None), "scores": (list, None), "fallback_scores": (list, None), "polish": (dict, None), "seconds": (float,), "warnings": (list,),
 }
 
 

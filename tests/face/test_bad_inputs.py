@@ -76,6 +76,8 @@ CASES = [
      "--kernel-threshold must be in [0, 1), got 1.0"),
     ("deblur-lights-sigma-negative", ["deblur", "{d}/a.png", "--out", "{d}/o", "--weights", "{w}", "--lights-sigma", "-0.5"], {}, [], 2,
      "--lights-sigma must be in [0, 1], got -0.5"),
+    ("deblur-polish-negative", ["deblur", "{d}/a.png", "--out", "{d}/o", "--weights", "{w}", "--polish", "-1"], {}, [], 2,
+     "--polish must be >= 0, got -1"),
     ("deblur-tile-0", ["deblur", "{d}/a.png", "--out", "{d}/o", "--kernel", "{d}/k9.npy", "--tile", "0"], {}, ["k9.npy"], 2,
      "--tile must be at least 16 pixels"),
     ("deblur-tile-under-kernel", ["deblur", "{d}/a.png", "--out", "{d}/o", "--kernel", "{d}/k9.npy", "--tile", "16"], {}, ["k9.npy"], 2,
