@@ -343,8 +343,10 @@ def real_figures(args, model, schedule, solver) -> list[dict]:
             k = res.estimate.k.double()[0, 0].numpy()
             files.write_image(args.real_figures / f"{n}.jpg", side_by_side(y, files.to_numpy(res.x), k))
             out.append({"photo": n, "seconds": res.seconds, "plan": res.estimate.plan, "kept": res.estimate.kept,
-                        "scores": res.estimate.scores, "fallback_scores": res.estimate.fallback_scores, "final_sigma": res.sigma})
-            print(f"{n}: {res.seconds:.1f} s, plan {res.estimate.plan}, kept {res.estimate.kept}", flush=True)
+                        "scores": res.estimate.scores, "fallback_scores": res.estimate.fallback_scores, "final_sigma": res.sigma,
+                        "polish": res.estimate.polish})
+            polished = "" if res.estimate.polish is None else f", polish kept {res.estimate.polish['kept']}"
+            print(f"{n}: {res.seconds:.1f} s, plan {res.estimate.plan}, kept {res.estimate.kept}{polished}", flush=True)
             update(1)
     return out
 
