@@ -28,7 +28,7 @@ from kdiff_cli.maths import choice, deconv
 from kdiff_cli.maths.alternating import AlternatingSettings
 from kdiff_cli.maths.alternating_steps import k_step, luminance, x_step
 
-#: side of the full-resolution window the polish fits (the whole image when smaller)
+#: side of the full-resolution window the polish fits (at least twice the kernel's side; the whole image when smaller)
 WINDOW = 512
 #: weight of ||grad x||_0 in the polish's first x-step (then decaying as the estimator's, by 1/1.1 per round)
 LAMBDA = 2e-4
@@ -71,7 +71,7 @@ def polish(y: torch.Tensor, k: torch.Tensor, rounds: int, solver: torch.nn.Modul
            floor: float = choice.SIGMA_FLOOR) -> tuple[torch.Tensor, Polish]:
     """The polished kernel of ``y`` (1, C, H, W) if it scores sparser than ``k``, else ``k``; and
     what was done. ``sigma``: the noise level both candidates are scored with (floored at ``floor``)."""
-    x0, y0, w, h = select_window(y, WINDOW)
+    x0, y0, w, h = select_window(y, max(WINDOW, 2 * k.shape[-1]))  # a kernel over WINDOW / 2 gets a larger window
     win = y[..., y0 : y0 + h, x0 : x0 + w]
     k_new = polish_kernel(win, k, rounds).to(k.dtype)
     scores = choice.sparsity_scores(solver, win, [k, k_new], sigma, floor=floor)
