@@ -26,7 +26,7 @@ import torch
 from kdiff_cli.blind.window import select_window
 from kdiff_cli.maths import choice, deconv
 from kdiff_cli.maths.alternating import AlternatingSettings
-from kdiff_cli.maths.alternating_steps import k_step, luminance, x_step
+from kdiff_cli.maths.alternating_steps import alternations, luminance
 
 #: side of the full-resolution window the polish fits (at least twice the kernel's side; the whole image when smaller)
 WINDOW = 512
@@ -59,11 +59,8 @@ def polish_kernel(y: torch.Tensor, k: torch.Tensor, rounds: int, lam: float = LA
     pads = deconv.canvas_pads(*gray.shape[-2:], s, s, margin=1.0)
     y_canvas = deconv.pad_taper(gray, pads)
     k = k.detach().float()
-    for _ in range(rounds):
-        Kf = deconv.psf2otf(k, tuple(y_canvas.shape[-2:]))
-        x_canvas = x_step(y_canvas, Kf, lam, settings)
-        k = k_step(x_canvas, y_canvas, s, settings, window=pads, k0=k)
-        lam = max(lam / settings.lambda_decay, settings.lambda_min)
+    for _, _, k in alternations(y_canvas, k, pads, rounds, lam, settings, window=True):
+        pass
     return k
 
 

@@ -59,6 +59,7 @@ from kdiff_cli.maths.alternating_steps import (  # noqa: F401 (the building bloc
     _grad_adjoint,
     x_step,
     k_step,
+    alternations,
     _k_fft,
     window_operator,
     _k_window,
@@ -210,12 +211,7 @@ def _estimate_kernel(y, settings, callback, k_init=None, start=0.0) -> Alternati
         y_l = gray if (hl, wl) == (H, W) else F.interpolate(gray, size=(hl, wl), mode="bilinear", antialias=True)
         pads = deconv.canvas_pads(hl, wl, ks, ks, margin=1.0)
         y_can = deconv.pad_taper(y_l, pads)
-        lam = settings.lambda_grad
-        for it in range(rounds):
-            Kf = deconv.psf2otf(k, tuple(y_can.shape[-2:]))
-            x_can = x_step(y_can, Kf, lam, settings)
-            k = k_step(x_can, y_can, ks, settings, window=pads if window else None, k0=k)
-            lam = max(lam / settings.lambda_decay, settings.lambda_min)
+        for it, x_can, k in alternations(y_can, k, pads, rounds, settings.lambda_grad, settings, window):
             x = deconv.crop(x_can, pads)
             residual.append(residual_rms(y_l, x, k))
             level_of.append(level)

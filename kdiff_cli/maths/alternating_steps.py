@@ -97,6 +97,22 @@ def x_step(y_canvas: torch.Tensor, Kf: torch.Tensor, lam: float, settings: Alter
     return x
 
 
+def alternations(y_canvas: torch.Tensor, k: torch.Tensor, pads: tuple[int, int, int, int], rounds: int, lam: float,
+                 settings: AlternatingSettings, window: bool = False):
+    """``rounds`` alternations at one kernel size: the x-step with weight ``lam`` (then decaying by
+    ``settings.lambda_decay`` down to ``lambda_min``), then the k-step (the window fit on the
+    observed pixels inside ``pads`` when ``window``, else the closed form). Yields ``(round,
+    x_canvas, k)`` after each round (the method's pyramid levels and polish, and the photo
+    polish of :mod:`kdiff_cli.blind.polish`)."""
+    size = k.shape[-1]
+    for it in range(rounds):
+        Kf = deconv.psf2otf(k, tuple(y_canvas.shape[-2:]))
+        x_canvas = x_step(y_canvas, Kf, lam, settings)
+        k = k_step(x_canvas, y_canvas, size, settings, window=pads if window else None, k0=k)
+        lam = max(lam / settings.lambda_decay, settings.lambda_min)
+        yield it, x_canvas, k
+
+
 def k_step(
     x_canvas: torch.Tensor,
     y_canvas: torch.Tensor,
