@@ -46,6 +46,8 @@ CONFIGS = {
     "ddim25 + alternating (no classical candidate)": {"classical": False},
     "default with the fixed 0.03 final floor (previous release)": {"kernel_uncertainty": None},
     "reblur Stage II (paper)": {"refiner": "reblur", "classical": False},
+    "reblur Stage II (paper) with the wiener reblur loss (previous release)": {"refiner": "reblur", "classical": False, "guidance_loss": "reblur", "refine_steps": 20},
+    "default with the latent guidance loss": {"guidance_loss": "latent"},
     "ddim50": {"steps": 50, "classical": False},
     "ddim100": {"steps": 100, "classical": False},
     "ddim25-noStageII": {"refine_steps": 0, "classical": False},
@@ -69,7 +71,7 @@ CONFIGS = {
     "ddim25 + alternating (no classical candidate) with guidance scale 1": {"classical": False, "guidance_scale": 1.0},
     "ddim25-noStageII with guidance scale 1": {"refine_steps": 0, "classical": False, "guidance_scale": 1.0},
     "reblur Stage II (paper) with guidance scale 1": {"refiner": "reblur", "classical": False, "guidance_scale": 1.0},
-    "reblur Stage II (paper) with discrepancy 1": {"refiner": "reblur", "classical": False, "discrepancy": 1.0},
+    "reblur Stage II (paper) with discrepancy 1": {"refiner": "reblur", "classical": False, "discrepancy": 1.0, "guidance_loss": "reblur"},
     "discrepancy1-c7": {"discrepancy": 1.0, "guidance_scale": 7.0, "classical": False},
     "discrepancy1-c10": {"discrepancy": 1.0, "guidance_scale": 10.0, "classical": False},
     # Stage I started from the kernel bank's nearest kernels to y's cue (plugins/sampler_lookup.py)

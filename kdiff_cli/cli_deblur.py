@@ -35,7 +35,7 @@ def deblur_cmd(
     steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps (default: --quality's; default quality: the sampler's, ddpm 1000, ddim 25).", rich_help_panel=RESEARCH)] = None,
     samples: Annotated[Optional[int], typer.Option(help="Kernels sampled as one batch; the lowest reblur residual wins (default: --quality's; default quality: 1).", rich_help_panel=RESEARCH)] = None,
     refiner: Annotated[str, typer.Option(help="Stage II refiner: alternating (default, measured) or reblur (the paper's gradient steps).", rich_help_panel=RESEARCH)] = "alternating",
-    refine_steps: Annotated[Optional[int], typer.Option(help="Stage II steps (default: --quality's; default quality: the refiner's, reblur 20 gradient steps, alternating 10 rounds per level; 0: none).", rich_help_panel=RESEARCH)] = None,
+    refine_steps: Annotated[Optional[int], typer.Option(help="Stage II steps (default: --quality's; default quality: the refiner's, reblur 50 gradient steps, alternating 10 rounds per level; 0: none).", rich_help_panel=RESEARCH)] = None,
     classical: Annotated[bool, typer.Option("--classical/--no-classical", help="MAP_k also weighs the classical alternating estimate of the window; the lower reblur residual wins (measured default, docs/deblur.md).", rich_help_panel=RESEARCH)] = True,
     kernel_size: Annotated[Optional[int], typer.Option(help="Side of the full-resolution kernel (default: auto; kernel-diff: from a coarse pass on photos, 64 on small images; alternating: 64).", rich_help_panel=RESEARCH)] = None,
     linear: Annotated[bool, typer.Option("--linear/--no-linear", help="Estimate and deconvolve in linear light (sRGB decoded) and encode the result back (default: off, measured in docs/deblur.md).", rich_help_panel=RESEARCH)] = False,
@@ -51,6 +51,7 @@ def deblur_cmd(
     guidance_scale: Annotated[float, typer.Option(help="c in the guidance step delta = c / ||y - k0*x0||^2 (default measured, see docs/deblur.md).", rich_help_panel=RESEARCH)] = 4.0,
     route: Annotated[str, typer.Option(help="Guidance gradient w.r.t. k0 (k0_hat, cheap) or kt (through the U-Net, as written).", rich_help_panel=RESEARCH)] = "k0",
     discrepancy: Annotated[Optional[float], typer.Option(help="tau: guide the reblur residual to tau x the noise energy instead of down to 0 (default and 0: off, the paper's loss; see docs/deblur.md).", rich_help_panel=RESEARCH)] = None,
+    guidance_loss: Annotated[str, typer.Option(help="Blind: loss of Stage I's guidance and of --refiner reblur: reblur (the paper's ||y - k*F(y,k)||^2 through --solver; blind to the kernel's phase with wiener), latent (the reblur of the sparse latent image's gradients, docs/deblur.md) or auto (default: latent with --refiner reblur, else reblur).", metavar="NAME", rich_help_panel=RESEARCH)] = "auto",
     fast_guidance: Annotated[Optional[bool], typer.Option("--fast-guidance/--full-guidance", help="Blind: Stage I's guidance solves with the solver's cheaper copy (wiener: 3 boundary CG steps instead of 12) or the solver itself (default: the copy, the solver itself with --refiner reblur; docs/deblur.md).", show_default=False, rich_help_panel=RESEARCH)] = None,
     kernel_threshold: Annotated[float, typer.Option(help="Blind: the kernel leaving Stage II (the sample with --refine-steps 0) keeps only entries >= this fraction of its peak, without pieces under 5% of its mass (0: off; docs/deblur.md).", rich_help_panel=RESEARCH)] = 0.1,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in [0, 1] units (default: estimated from each image).", rich_help_panel=RESEARCH)] = None,
@@ -76,7 +77,7 @@ def deblur_cmd(
     preset = quality_options(quality.value, sampler=sampler, steps=steps, samples=samples, refine_steps=refine_steps)
     options = {
         **preset, "refiner": refiner, "classical": classical, "solver": solver,
-        "guidance_scale": guidance_scale, "route": route, "kernel_threshold": kernel_threshold, "roi": parse_roi(roi) if kernel is None else None, "downscale": downscale,
+        "guidance_scale": guidance_scale, "guidance_loss": guidance_loss, "route": route, "kernel_threshold": kernel_threshold, "roi": parse_roi(roi) if kernel is None else None, "downscale": downscale,
         "sigma": sigma, "final_sigma_floor": final_sigma_floor, "kernel_uncertainty": kernel_uncertainty, "lights_sigma": lights_sigma, "seed": seed, "tile": tile, "weights": weights, "solver_weights": solver_weights,
         "kernel_size": kernel_size, "linear": linear, "choice": choice, "fallback": fallback,
         "final_solver": final_solver or "auto", "coarse_scales": coarse_scales, "polish": polish,
@@ -88,7 +89,7 @@ def deblur_cmd(
     if method not in ("kernel-diff", "unguided") and final_solver is not None:
         raise KdiffError(f"--final-solver applies to --method kernel-diff and unguided, not {method}")
     if method not in ("kernel-diff", "unguided"):
-        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales", "kernel_threshold", "fast_guidance", "lights_sigma", "polish"):  # Kernel-Diff settings only
+        for name in ("linear", "choice", "fallback", "final_solver", "coarse_scales", "kernel_threshold", "fast_guidance", "lights_sigma", "polish", "guidance_loss"):  # Kernel-Diff settings only
             options.pop(name, None)
 
     bars: dict = {}

@@ -35,6 +35,7 @@ from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths import camera, choice, ops
 from kdiff_cli.maths.noise import noise_level
 from kdiff_cli.maths.guidance import ReblurGuidance, RefineResult, clean_kernel, refine
+from kdiff_cli.maths.latent_guidance import build_guidance
 
 
 # --------------------------------------------------------------------------- model loading
@@ -192,9 +193,10 @@ def _sample_and_refine(win, model, schedule, solver, settings, factor, roi, call
     y_batch = win.expand(settings.samples, -1, -1, -1).contiguous()
     generator = torch.Generator().manual_seed(int(settings.seed))
     guidance = None
+    loss = settings.effective_guidance_loss()  # the paper's reblur loss through F, or the latent loss (phase-aware)
     if settings.guided:  # a solver plugin may offer a cheaper copy for the many guidance solves (``for_guidance``)
         g_solver = solver.for_guidance() if settings.effective_fast_guidance() and hasattr(solver, "for_guidance") else solver
-        guidance = ReblurGuidance(g_solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
+        guidance = build_guidance(loss, g_solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
                                   discrepancy=settings.discrepancy)
     steps = settings.effective_steps()
     stage = f"x{factor} sampling" if factor > 1 else "sampling"
@@ -206,7 +208,7 @@ def _sample_and_refine(win, model, schedule, solver, settings, factor, roi, call
 
     result = sampler.sample(model, schedule, y_batch, steps=steps, guidance=guidance, generator=generator, callback=on_step)
     k = result.k
-    g_refine = ReblurGuidance(solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
+    g_refine = build_guidance(loss, solver, y_batch, settings.sigma, scale=settings.guidance_scale, route=settings.route,
                               discrepancy=settings.discrepancy)  # Stage II and MAP_k with the solver itself
     J = settings.effective_refine_steps()
     if J > 0:

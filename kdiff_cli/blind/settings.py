@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from kdiff_cli import config, plugins
 from kdiff_cli.errors import KdiffError
+from kdiff_cli.maths.latent_guidance import LOSSES
 
 #: the shipped kernel-diff weights used when ``--weights`` is not given
 DEFAULT_WEIGHTS = "kernel-diff-autocorr"
@@ -36,6 +37,7 @@ class BlindSettings:
     guidance_scale: float = 4.0  # c in delta = c / ||y - k0 * x0||^2 (measured for kdiff's kernel map; paper 0.1)
     route: str = "k0"  # guidance gradient w.r.t. "k0" (k0_hat) or "kt" (through the U-Net)
     discrepancy: float | None = None  # tau: guide R towards tau N sigma^2 instead of down (None: the paper's R)
+    guidance_loss: str = "auto"  # Stage I guidance and the reblur Stage II: reblur (the paper's, through ``solver``), latent (kdiff_cli.maths.latent_guidance), auto: latent with --refiner reblur, else reblur
     fast_guidance: bool | None = None  # Stage I's guidance solves with the solver's cheaper copy (``for_guidance``); None: unless the refiner is reblur
     kernel_threshold: float = 0.1  # the kernel leaving Stage II: entries below this x peak zeroed, pieces < 5% of the mass removed (0: off)
     window: int = 256  # side of the kernel-estimation window
@@ -87,6 +89,10 @@ class BlindSettings:
             raise KdiffError(f"--refine-steps must be >= 0, got {self.refine_steps}")
         if self.choice not in ("sparsity", "reblur"):
             raise KdiffError(f"--choice must be sparsity or reblur, got {self.choice!r}")
+        if self.guidance_loss not in ("auto",) + LOSSES:
+            raise KdiffError(f"--guidance-loss must be one of auto, {', '.join(LOSSES)}, got {self.guidance_loss!r}")
+        if self.discrepancy is not None and self.effective_guidance_loss() != "reblur":
+            raise KdiffError("--discrepancy applies to --guidance-loss reblur only")
         if self.route not in ("k0", "kt"):
             raise KdiffError(f"--route must be k0 or kt, got {self.route!r}")
         if self.downscale != "auto" and not (self.downscale.isdigit() and 1 <= int(self.downscale) <= 16):
@@ -121,6 +127,16 @@ class BlindSettings:
         """Whether Stage I is steered by the reblur guidance (``guidance``, and any sampler but :data:`UNGUIDED`)."""
         return self.guidance and self.sampler != UNGUIDED
 
+    def effective_guidance_loss(self) -> str:
+        """The loss of Stage I's guidance and of the ``reblur`` Stage II: ``guidance_loss``, or for
+        ``auto`` the latent loss when Stage II is ``reblur`` (the paper's pipeline: its kernel is
+        the sample refined by gradient steps on this loss, which must see the kernel's phase) and
+        the paper's reblur loss otherwise (the default pipeline did not gain from the latent one;
+        docs/deblur.md, "The latent loss")."""
+        if self.guidance_loss != "auto":
+            return self.guidance_loss
+        return "latent" if self.refiner == "reblur" else "reblur"
+
     def effective_steps(self) -> int:
         """Reverse steps actually run: ``steps`` or the sampler's default."""
         return self.steps if self.steps is not None else plugins.get("sampler", self.sampler).default_steps
@@ -148,6 +164,7 @@ def settings_dict(settings: BlindSettings) -> dict:
     d["steps"] = settings.effective_steps()
     d["refine_steps"] = settings.effective_refine_steps()
     d["fast_guidance"] = settings.effective_fast_guidance()
+    d["guidance_loss"] = settings.effective_guidance_loss()
     return d
 
 

@@ -68,6 +68,8 @@ def test_bad_file_skipped_exit_1(run, tiny_weights, photos):
         (["--kernel-uncertainty", "-0.1"], "--kernel-uncertainty must be >= 0"),
         (["--final-solver", "nosuch"], "unknown solver 'nosuch'"),
         (["--coarse-scales", "0"], "--coarse-scales must be >= 1, got 0"),
+        (["--guidance-loss", "phase"], "--guidance-loss must be one of auto, reblur, latent"),
+        (["--refiner", "reblur", "--discrepancy", "1"], "--discrepancy applies to --guidance-loss reblur only"),
         (["--final-solver", "hqs", "--method", "alternating"], "--final-solver applies to --method kernel-diff and unguided"),
     ],
 )
@@ -136,6 +138,8 @@ def test_refiner_option_reaches_the_report(run, tiny_weights, photos, refiner):
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())["a.png"]
     assert rep["settings"]["refiner"] == refiner and rep["settings"]["refine_steps"] == 2
+    # --guidance-loss auto: the latent loss for the paper's pipeline, the paper's loss for the default
+    assert rep["settings"]["guidance_loss"] == {"reblur": "latent", "alternating": "reblur"}[refiner]
     k = np.load(out / "a_kernel.npy")
     assert abs(k.sum() - 1) < 1e-5 and k.min() >= 0
 
@@ -145,7 +149,7 @@ def test_default_refine_steps_recorded(run, tiny_weights, photos):
     fast = [a for a in FAST if a not in ("--refine-steps", "2")]
     r = run(photos / "a.png", "--out", out, "--weights", tiny_weights, *fast, "--refiner", "reblur")
     assert r.exit_code == 0, r.output
-    assert json.loads((out / "report.json").read_text())["a.png"]["settings"]["refine_steps"] == 20
+    assert json.loads((out / "report.json").read_text())["a.png"]["settings"]["refine_steps"] == 50
 
 
 def test_classical_candidate_in_the_map_k_choice(run, tiny_weights, photos):

@@ -61,7 +61,7 @@ def test_settings_and_roi_validation():
 
 @pytest.mark.parametrize(
     "opts, steps, refine_steps",
-    [({}, 25, 10), ({"sampler": "ddpm", "refiner": "reblur"}, 1000, 20), ({"steps": 7, "refine_steps": 0}, 7, 0)],
+    [({}, 25, 10), ({"sampler": "ddpm", "refiner": "reblur"}, 1000, 50), ({"steps": 7, "refine_steps": 0}, 7, 0)],
 )
 def test_reported_settings_name_the_step_counts_run(opts, steps, refine_steps):
     d = settings_dict(BlindSettings(**opts))
@@ -80,3 +80,19 @@ def test_quality_presets_and_explicit_options_win():
     assert quality_options("fast", refine_steps=0, samples=2) == {"sampler": "ddim", "steps": 10, "samples": 2, "refine_steps": 0}
     with pytest.raises(KdiffError, match="--quality must be one of fast, default, best"):
         quality_options("ultra")
+
+
+def test_the_guidance_loss_follows_the_refiner_unless_given():
+    """``auto``: the latent loss for the paper's pipeline (``reblur`` Stage II), the paper's reblur
+    loss for the default (``alternating``); a given loss wins; reports name the loss used."""
+    assert BlindSettings().effective_guidance_loss() == "reblur"
+    assert BlindSettings(refiner="reblur").effective_guidance_loss() == "latent"
+    assert BlindSettings(refiner="reblur", guidance_loss="reblur").effective_guidance_loss() == "reblur"
+    assert BlindSettings(guidance_loss="latent").effective_guidance_loss() == "latent"
+    assert settings_dict(BlindSettings(refiner="reblur"))["guidance_loss"] == "latent"
+    with pytest.raises(KdiffError, match="--guidance-loss must be one of auto, reblur, latent, got 'phase'"):
+        BlindSettings(guidance_loss="phase").validate()
+    # the discrepancy penalty is defined on the reblur residual of y only
+    BlindSettings(refiner="reblur", guidance_loss="reblur", discrepancy=1.0).validate()
+    with pytest.raises(KdiffError, match="--discrepancy applies to --guidance-loss reblur only"):
+        BlindSettings(refiner="reblur", discrepancy=1.0).validate()

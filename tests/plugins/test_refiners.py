@@ -24,7 +24,7 @@ def batch(shapes_scene, linear_motion_kernel):
 
 def test_both_registered_with_defaults():
     assert {"reblur", "alternating"} <= set(plugins.names("refiner"))
-    assert plugins.get("refiner", "reblur").default_steps == 20
+    assert plugins.get("refiner", "reblur").default_steps == 50
     assert plugins.get("refiner", "alternating").default_steps == 10
     with pytest.raises(KdiffError, match="unknown refiner 'nope'"):
         plugins.get("refiner", "nope")
