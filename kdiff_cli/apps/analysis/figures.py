@@ -37,9 +37,10 @@ def residual_traces(items, methods=("kernel-diff", "alternating"), options: dict
                 _, _, info = runner.run(y, seed=i)
                 traces[m].append([float(v) for v in info["residual"]])
             else:
-                # the paper's pipeline: Stage II by reblur gradient steps, whose iterations the figure
-                # follows, and no classical candidate in the MAP_k choice
-                opts = {"refiner": "reblur", "classical": False, **options.get(m, {})}
+                # the paper's pipeline as the paper ran it: the reblur loss (the residual the figure
+                # plots, not --guidance-loss auto's latent one), J = 20 reblur gradient steps, whose
+                # iterations the figure follows, and no classical candidate in the MAP_k choice
+                opts = {"refiner": "reblur", "classical": False, "guidance_loss": "reblur", "refine_steps": 20, **options.get(m, {})}
                 _, _, info = runner.run(y, seed=i, downscale="1", **opts)
                 chosen = info["chosen"]
                 guided = [step[chosen] for step in info["trace"]]
