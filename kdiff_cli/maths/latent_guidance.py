@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
+from kdiff_cli.errors import KdiffError
 from kdiff_cli.maths import deconv, ops
+from kdiff_cli.maths.alternating import AlternatingSettings
+from kdiff_cli.maths.alternating_steps import _grad, luminance, window_operator, x_step
 from kdiff_cli.maths.guidance import ReblurGuidance
 
 #: the weight of ``||grad x||_0`` in ``x_hat`` (measured, docs/deblur.md)
@@ -42,20 +45,13 @@ class LatentGuidance(ReblurGuidance):
 
     def __post_init__(self) -> None:
         if self.discrepancy is not None:
-            from kdiff_cli.errors import KdiffError
-
             raise KdiffError("--discrepancy applies to --guidance-loss reblur only")
-        from kdiff_cli.maths.alternating import AlternatingSettings
-        from kdiff_cli.maths.alternating_steps import luminance
-
         self._steps = AlternatingSettings()
         self._gray = luminance(self.y.detach().float())
         self._canvas: dict[int, tuple] = {}  # kernel side -> (pads, y canvas, grad y canvas)
 
     def _canvases(self, size: int):
         if size not in self._canvas:
-            from kdiff_cli.maths.alternating_steps import _grad
-
             H, W = self._gray.shape[-2:]
             pads = deconv.canvas_pads(H, W, size, size, margin=1.0)
             y_can = deconv.pad_taper(self._gray, pads)
@@ -64,8 +60,6 @@ class LatentGuidance(ReblurGuidance):
 
     def residual(self, k: torch.Tensor) -> torch.Tensor:
         """``R_latent`` per image (B,) for kernels ``k`` (B, 1, S, S); differentiable in ``k``."""
-        from kdiff_cli.maths.alternating_steps import window_operator, x_step
-
         S = k.shape[-1]
         pads, y_can, (dy_h, dy_v) = self._canvases(S)
         out = []
@@ -90,11 +84,9 @@ LOSSES = ("reblur", "latent")
 
 def build_guidance(loss: str, solver: torch.nn.Module, y: torch.Tensor, sigma=None, **kw) -> ReblurGuidance:
     """The guidance object of ``loss``: the paper's :class:`ReblurGuidance` through ``solver``, or
-    :class:`LatentGuidance` (which needs no solver: ``solver`` is kept for the report only)."""
+    :class:`LatentGuidance` (its ``F`` is the L0 x-step: ``solver`` is not used)."""
     if loss == "reblur":
         return ReblurGuidance(solver, y, sigma, **kw)
     if loss == "latent":
         return LatentGuidance(solver, y, sigma, **kw)
-    from kdiff_cli.errors import KdiffError
-
     raise KdiffError(f"--guidance-loss must be one of {', '.join(LOSSES)}, got {loss!r}")
