@@ -59,18 +59,22 @@ class LatentGuidance(ReblurGuidance):
         return self._canvas[size]
 
     def residual(self, k: torch.Tensor) -> torch.Tensor:
-        """``R_latent`` per image (B,) for kernels ``k`` (B, 1, S, S); differentiable in ``k``."""
+        """``R_latent`` per kernel (B,) for kernels ``k`` (B, 1, S, S) on the images of ``y`` (B of
+        them, or one for all kernels); differentiable in ``k``."""
         S = k.shape[-1]
         pads, y_can, (dy_h, dy_v) = self._canvases(S)
         out = []
+        if y_can.shape[0] not in (1, k.shape[0]):
+            raise KdiffError(f"{k.shape[0]} kernels for {y_can.shape[0]} images: give one image or one per kernel")
         for b in range(k.shape[0]):
+            i = b if y_can.shape[0] > 1 else 0  # one image: every kernel on it
             kb = k[b : b + 1].to(y_can.dtype)
             with torch.no_grad():  # x_hat at the detached kernel: held fixed in the gradient
                 k_fixed = ops.normalize_kernel(kb.detach().clamp(min=0))
-                x_can = x_step(y_can[b : b + 1], deconv.psf2otf(k_fixed, tuple(y_can.shape[-2:])), self.lam, self._steps)
+                x_can = x_step(y_can[i : i + 1], deconv.psf2otf(k_fixed, tuple(y_can.shape[-2:])), self.lam, self._steps)
             forward, _, mask = window_operator(x_can, S, pads)
             pred_h, pred_v = forward(kb)
-            r = (pred_h - mask * dy_h[b : b + 1]).square().sum() + (pred_v - mask * dy_v[b : b + 1]).square().sum()
+            r = (pred_h - mask * dy_h[i : i + 1]).square().sum() + (pred_v - mask * dy_v[i : i + 1]).square().sum()
             out.append(r.reshape(1))
         return torch.cat(out).to(k.dtype)
 

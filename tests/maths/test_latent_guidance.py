@@ -89,6 +89,18 @@ def test_stage_ii_on_the_latent_loss_turns_a_rotated_kernel_towards_the_truth(sc
     assert latent.trace[-1][0] < latent.trace[0][0]  # backtracking: the loss went down
 
 
+def test_one_image_scores_every_kernel_and_batches_must_match(scene):
+    """Candidates of one image are scored in one call (the MAP_k use), each as on its own."""
+    y, k = scene
+    dot = torch.zeros_like(k)
+    dot[..., SIZE // 2, SIZE // 2] = 1
+    g = LatentGuidance(None, y[:1], None)
+    both = g.residual(torch.cat([k, dot]))
+    assert torch.allclose(both, torch.cat([g.residual(k), g.residual(dot)]))
+    with pytest.raises(KdiffError, match="3 kernels for 2 images"):
+        LatentGuidance(None, y, None).residual(k.expand(3, -1, -1, -1))
+
+
 def test_build_guidance_and_bad_options():
     y = torch.rand(1, 3, 32, 32)
     assert type(build_guidance("reblur", None, y)) is ReblurGuidance
