@@ -79,6 +79,7 @@ CONFIGS = {
     "one coarse scale": {"coarse_scales": 1},
     "guidance scale 1": {"guidance_scale": 1.0},
     "discrepancy 1": {"discrepancy": 1.0},
+    "paper's pipeline (latent loss)": {"refiner": "reblur", "classical": False},
     "no kernel clean-up (previous release)": {"kernel_threshold": 0.0},
     "no lights floor (previous release)": {"lights_sigma": 0.0},
     "no polish (previous release)": {"polish": 0},
