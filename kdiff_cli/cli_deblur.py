@@ -33,7 +33,7 @@ def deblur_cmd(
     seed: Annotated[int, typer.Option(help="Random seed (default 0); same seed, same x.", metavar="N", show_default=False)] = 0,
     sampler: Annotated[Optional[str], typer.Option(help="Kernel sampler: ddim, ddpm, lookup, unguided (default: --quality's, ddim).", rich_help_panel=RESEARCH)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Reverse diffusion steps (default: --quality's; default quality: the sampler's, ddpm 1000, ddim 25).", rich_help_panel=RESEARCH)] = None,
-    samples: Annotated[Optional[int], typer.Option(help="Kernels sampled as one batch; the lowest reblur residual wins (default: --quality's; default quality: 1).", rich_help_panel=RESEARCH)] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Kernels sampled as one batch; the lowest guidance loss wins (default: --quality's; default quality: 1).", rich_help_panel=RESEARCH)] = None,
     refiner: Annotated[str, typer.Option(help="Stage II refiner: alternating (default, measured) or reblur (the paper's gradient steps).", rich_help_panel=RESEARCH)] = "alternating",
     refine_steps: Annotated[Optional[int], typer.Option(help="Stage II steps (default: --quality's; default quality: the refiner's, reblur 50 gradient steps, alternating 10 rounds per level; 0: none).", rich_help_panel=RESEARCH)] = None,
     classical: Annotated[bool, typer.Option("--classical/--no-classical", help="MAP_k also weighs the classical alternating estimate of the window; the lower reblur residual wins (measured default, docs/deblur.md).", rich_help_panel=RESEARCH)] = True,
