@@ -258,6 +258,19 @@ def linear_motion_kernel():
 
 
 @pytest.fixture(scope="session")
+def hook_kernel() -> torch.Tensor:
+    """An asymmetric 15 x 15 kernel (a ramp and a hook), float32, centred, sum 1: its 180-degree
+    rotation is a different kernel with the same Fourier magnitude (the phase tests of the
+    guidance losses)."""
+    from kdiff_cli.maths import ops
+
+    k = torch.zeros(1, 1, 15, 15)
+    k[0, 0, 7, 3:11] = torch.arange(1.0, 9.0)  # a ramp ...
+    k[0, 0, 8:13, 10] = 8.0  # ... and a hook: no symmetry
+    return ops.center_kernel(ops.normalize_kernel(k))
+
+
+@pytest.fixture(scope="session")
 def gaussian_kernel():
     """Function ``gaussian_kernel(size, s)``: an isotropic Gaussian of std ``s``, (1, 1, size, size) float64, sum 1."""
     return _gaussian_kernel

@@ -13,18 +13,10 @@ from kdiff_cli.maths.latent_guidance import LatentGuidance, build_guidance
 SIZE = 15
 
 
-def _hook_kernel() -> torch.Tensor:
-    """An asymmetric kernel (a ramp and a hook) whose 180-degree rotation is a different kernel."""
-    k = torch.zeros(1, 1, SIZE, SIZE)
-    k[0, 0, 7, 3:11] = torch.arange(1.0, 9.0)
-    k[0, 0, 8:13, 10] = 8.0
-    return ops.center_kernel(ops.normalize_kernel(k))
-
-
 @pytest.fixture(scope="module")
-def scene(shapes_scene):
-    """Two RGB images blurred by the hook kernel (sigma 0.005), and the kernel."""
-    k = _hook_kernel()
+def scene(shapes_scene, hook_kernel):
+    """Two RGB images blurred by the hook kernel (conftest.py; sigma 0.005), and the kernel."""
+    k = hook_kernel
     x = torch.cat([shapes_scene(np.random.default_rng(s)) for s in (1, 2)]).float().expand(-1, 3, -1, -1)
     y = ops.conv2d(x, k) + 0.005 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
     return y.clamp(0, 1), k
